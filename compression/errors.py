@@ -1,0 +1,38 @@
+"""Errors the library raises. Torch-free, so the API and the worker can map them.
+
+``InvalidInput`` and its subclasses are the caller's fault: the worker fails the job with the
+message and never retries. ``TransientError`` is worth a bounded retry (a hub hiccup, a flaky
+disk). ``Cancelled`` is raised when ``should_stop()`` answered True between layers.
+"""
+
+
+class SpectraError(Exception):
+    """Base class for every error the library raises on purpose."""
+
+
+class InvalidInput(SpectraError):
+    """The request cannot succeed as written; the message says what to change."""
+
+
+class ModelNotFound(InvalidInput):
+    """The model id, revision or local folder does not exist or cannot be read."""
+
+
+class UnsupportedArchitecture(InvalidInput):
+    """The model's architecture is not in the per-architecture table."""
+
+
+class PathNotAllowed(InvalidInput):
+    """A local path lies outside the configured allowed roots."""
+
+
+class RatioNotReached(SpectraError):
+    """The achieved ratio missed the target by more than the tolerance."""
+
+
+class TransientError(SpectraError):
+    """A failure that may go away on retry (network, storage)."""
+
+
+class Cancelled(SpectraError):
+    """The caller asked to stop; raised between layers or steps."""

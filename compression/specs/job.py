@@ -1,0 +1,102 @@
+"""The job spec: what a user asks for, validated the same way by the API, the worker and the CLI."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from compression.specs.common import StrictModel, validate_model_ref, validate_revision
+from compression.specs.registry import Method, options_class
+
+CalibrationCorpus = Literal["wikitext2", "c4", "tinystories", "alpaca", "file"]
+EvaluationCorpus = Literal["wikitext2", "tinystories"]
+
+
+class CalibrationSpec(StrictModel):
+    """Seeded token windows for methods that look at data."""
+
+    source: CalibrationCorpus = Field(
+        "wikitext2",
+        description="A named corpus, or 'file' for a user-supplied .txt / .jsonl (field 'text').",
+    )
+    path: str | None = Field(
+        None, description="With source='file': the text or JSONL file (under an allowed data root)."
+    )
+    samples: int = Field(32, ge=1, le=4096, description="Number of windows.")
+    seq_len: int = Field(256, ge=8, le=32768, description="Tokens per window.")
+
+    @model_validator(mode="after")
+    def _path_iff_file(self) -> "CalibrationSpec":
+        if self.source == "file" and not self.path:
+            raise ValueError("calibration.path is required when calibration.source is 'file'")
+        if self.source != "file" and self.path:
+            raise ValueError("calibration.path is only used with calibration.source='file'")
+        if self.path is not None:
+            validate_model_ref(self.path if self.path.startswith("/") else self.path.replace("/", "_"))
+        return self
+
+
+class EvaluationSpec(StrictModel):
+    """Perplexity before and after on held-out text: whole text tokenized, non-overlapping windows."""
+
+    enabled: bool = True
+    corpus: EvaluationCorpus = "wikitext2"
+    seq_len: int = Field(512, ge=8, le=32768)
+    max_windows: int | None = Field(16, ge=1, description="Score only the first N windows (None: all).")
+    batch_size: int = Field(1, ge=1, le=256)
+
+
+class ExportSpec(StrictModel):
+    dense: bool = Field(
+        False, description="Merge low-rank factors back into dense weights (loads anywhere, saves nothing)."
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="Weights dtype of the artifact (default: the model's own)."
+    )
+
+
+class JobSpec(StrictModel):
+    """One compression job."""
+
+    model: str = Field(..., description="Hugging Face id 'org/name' or an allowed local model name.")
+    revision: str | None = Field(None, description="Hub branch, tag or commit.")
+    method: Method
+    target_ratio: float = Field(
+        ..., gt=0.0, lt=1.0, description="Fraction of decoder-layer linear parameters to remove."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, validate_default=True, description="Method settings; see GET /v1/methods."
+    )
+    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    export: ExportSpec = Field(default_factory=ExportSpec)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Compute dtype of the model while compressing."
+    )
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    _model_ref = field_validator("model")(validate_model_ref)
+    _revision = field_validator("revision")(validate_revision)
+
+    @field_validator("options")
+    @classmethod
+    def _validate_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        method = info.data.get("method")
+        if method is None:  # the method itself was invalid; that error is reported on its own
+            return value
+        try:
+            parsed = options_class(method).model_validate(value)
+        except ValidationError as exc:
+            details = "; ".join(
+                f"options.{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ValueError(f"invalid options for method '{Method(method).value}': {details}") from None
+        # Store the normalized options (defaults filled in) so the job row records what ran.
+        return parsed.model_dump(mode="json")
+
+    def method_options(self) -> BaseModel:
+        """The options parsed into the method's own config class."""
+        return options_class(self.method).model_validate(self.options)
