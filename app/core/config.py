@@ -1,0 +1,111 @@
+"""Settings from SPECTRA_* environment variables: one object, read once per process (get_settings)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _default_data_dir() -> Path | None:
+    shared = REPO_ROOT.parent / "shared" / "data"
+    return shared if shared.is_dir() else None
+
+
+def _split_list(value: object) -> object:
+    """Lists come from the environment as 'a:b' (os.pathsep) or 'a,b'; JSON lists also work."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        sep = "," if "," in text else os.pathsep
+        return [part.strip() for part in text.split(sep) if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPECTRA_", extra="ignore")
+
+    home: Path = Field(Path("./.spectra"), description="Embedded database, broker folders and artifacts.")
+    database_url: str | None = None
+    broker_url: str | None = None
+    artifact_store: str | None = Field(None, description="file:///folder or s3://bucket[/prefix]")
+    s3_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = Field(None, description="Endpoint that presigned links are signed for.")
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    model_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    data_dir: Path | None = Field(default_factory=_default_data_dir)
+    data_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    hf_cache_dir: Path | None = None
+    signing_secret: SecretStr | None = Field(None, description="HMAC key for local links.")
+    link_ttl_seconds: int = Field(900, ge=1)
+    heartbeat_seconds: float = Field(10, gt=0)
+    stale_after_seconds: float = Field(60, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    job_time_limit_seconds: int = Field(6 * 3600, ge=1)
+    public_url: str = "http://127.0.0.1:8000"
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    rate_limit_per_minute: int = Field(0, ge=0, description="Requests per minute per API key; 0 = unlimited.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    sweep_interval_seconds: float = Field(15, gt=0)
+
+    _split = field_validator("model_roots", "data_roots", "cors_origins", mode="before")(
+        lambda cls, v: _split_list(v)
+    )
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> "Settings":
+        self.home = self.home.expanduser().resolve()
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.home / 'spectra.db'}"
+        if self.broker_url is None:
+            self.broker_url = "filesystem://"
+        if self.artifact_store is None:
+            self.artifact_store = f"file://{self.home / 'artifacts'}"
+        self.model_roots = [p.expanduser().resolve() for p in self.model_roots]
+        self.data_roots = [p.expanduser().resolve() for p in self.data_roots]
+        self.public_url = self.public_url.rstrip("/")
+        return self
+
+    @property
+    def broker_folder(self) -> Path:
+        """Where the filesystem broker keeps its message folders (embedded mode)."""
+        return self.home / "broker"
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return (self.broker_url or "").startswith("filesystem://")
+
+    def signing_key(self) -> bytes:
+        """HMAC key for local download links: the configured secret, else one generated into HOME/secret."""
+        if self.signing_secret:
+            return self.signing_secret.get_secret_value().encode()
+        path = self.home / "secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, secrets.token_hex(32).encode())
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+        return path.read_bytes().strip()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
