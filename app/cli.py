@@ -1,0 +1,155 @@
+"""The `spectra` command: serve, worker, migrate, admin create-key, and the library's compress/methods.
+
+Nothing here imports torch at module level: `spectra compress` / `spectra methods` import the
+library's CLI lazily inside their own branch, so `spectra serve` starts a torch-free API process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LIBRARY_COMMANDS = ("compress", "methods")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spectra", description="Spectra: LLM compression as a service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP API (and, embedded, one local worker)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-worker", action="store_true",
+                       help="do not start the local worker even with the embedded filesystem broker")
+
+    worker = sub.add_parser("worker", help="run a Celery worker on queue 'gpu'")
+    worker.add_argument("--concurrency", type=int, default=1, help="processes (one per GPU)")
+    worker.add_argument("--queues", default="gpu")
+    worker.add_argument("--loglevel", default="INFO")
+
+    sub.add_parser("migrate", help="alembic upgrade head on SPECTRA_DATABASE_URL")
+
+    admin = sub.add_parser("admin", help="administration")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    key = admin_sub.add_parser("create-key", help="create an API key (and the tenant if needed); prints it once")
+    key.add_argument("--tenant", required=True)
+
+    for name in LIBRARY_COMMANDS:
+        sub.add_parser(name, help=f"the library's `{name}` (see `spectra {name} --help`)", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LIBRARY_COMMANDS:
+        from compression.cli import main as library_main  # torch is imported only on this branch
+
+        return int(library_main(argv) or 0)
+    args = _parser().parse_args(argv)
+    quiet = args.command == "admin"  # its stdout is the key alone, for scripts
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    if args.command == "serve":
+        return serve(args.host, args.port, start_worker=not args.no_worker)
+    if args.command == "worker":
+        return run_worker(args.concurrency, args.queues, args.loglevel)
+    if args.command == "migrate":
+        migrate()
+        return 0
+    if args.command == "admin" and args.admin_command == "create-key":
+        print(create_key(args.tenant))
+        return 0
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def migrate() -> None:
+    """alembic upgrade head, with the URL from settings (alembic/env.py reads them)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(REPO_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(REPO_ROOT / "alembic"))
+    config.attributes["configure_logging"] = False  # keep the caller's logging setup
+    command.upgrade(config, "head")
+
+
+def create_key(tenant: str) -> str:
+    from app import crud
+    from app.core.config import get_settings
+    from app.core.db import session_scope
+
+    settings = get_settings()
+    if _is_sqlite(settings.database_url):
+        migrate()
+    with session_scope(settings.database_url) as session:
+        _, plaintext = crud.create_api_key(session, tenant_name=tenant)
+    print(f"created a key for tenant {tenant!r}; it is shown only this once", file=sys.stderr)
+    return plaintext
+
+
+def _is_sqlite(url: str | None) -> bool:
+    return (url or "").startswith("sqlite")
+
+
+def run_worker(concurrency: int, queues: str, loglevel: str) -> int:
+    from worker.celery_app import app
+
+    app.worker_main(["worker", "-Q", queues, "-c", str(concurrency), "--pool", "prefork",
+                     "--loglevel", loglevel, "-O", "fair"])
+    return 0
+
+
+def _start_local_worker() -> subprocess.Popen[bytes]:
+    """One worker process beside the API, in its own process group so shutdown reaches its children."""
+    command = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "gpu", "-c", "1",
+               "--pool", "prefork", "--loglevel", "INFO", "-O", "fair"]
+    return subprocess.Popen(command, cwd=str(REPO_ROOT), start_new_session=True)
+
+
+def _stop_process_group(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM (warm shutdown), then SIGKILL. A job cut off here is re-queued later by the sweeper."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+def serve(host: str, port: int, *, start_worker: bool = True) -> int:
+    import uvicorn
+
+    from app.core.config import get_settings
+    from worker.celery_app import send_compress
+    from worker.sweeper import Sweeper
+
+    settings = get_settings()
+    if _is_sqlite(settings.database_url):
+        migrate()
+    local_worker = _start_local_worker() if start_worker and settings.is_embedded_broker else None
+    sweeper = Sweeper.from_settings(settings, send=send_compress)
+    sweeper.start()
+    try:
+        # uvicorn handles SIGINT/SIGTERM itself and returns here after a graceful shutdown.
+        uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
+    finally:
+        sweeper.stop()
+        if local_worker is not None:
+            _stop_process_group(local_worker)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""How a failed attempt ends: which errors fail the job, which are retried, with what code and message.
+
+Torch-free on purpose: out-of-memory is recognised by type name and message, so this module (and its
+tests) never import torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compression.errors import InvalidInput, RatioNotReached, TransientError
+
+# Retries for TransientError and storage errors while uploading; attempts are also capped in SQL.
+MAX_TRANSIENT_RETRIES = 2
+RETRY_BACKOFF_SECONDS = (5, 30)
+
+
+@dataclass(frozen=True)
+class Failure:
+    code: str
+    message: str
+    retry: bool = False
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch.OutOfMemoryError (CUDA), MemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def classify(exc: BaseException) -> Failure:
+    """Map an exception from compression.run.run (or the upload) to the job's outcome."""
+    if is_out_of_memory(exc):
+        # Never retried: the same job on the same hardware runs out of memory again.
+        return Failure("out_of_memory", f"ran out of memory: {_text(exc)}. Try a smaller model, fewer "
+                       "calibration samples or a shorter seq_len, or a worker with more memory.")
+    if isinstance(exc, InvalidInput):
+        return Failure(_code(exc), str(exc))
+    if isinstance(exc, RatioNotReached):
+        return Failure("ratio_not_reached", str(exc))
+    if isinstance(exc, TransientError):
+        return Failure("transient", _text(exc), retry=True)
+    return Failure("internal", f"{type(exc).__name__}: {exc}")
+
+
+def _code(exc: BaseException) -> str:
+    """InvalidInput -> invalid_input, ModelNotFound -> model_not_found, ..."""
+    name = type(exc).__name__
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
+
+def _text(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__

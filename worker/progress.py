@@ -1,0 +1,122 @@
+"""Plumbing between compression.run and the job row: throttled progress, stage events, heartbeat, stop.
+
+run() calls ``progress(stage, fraction, message)`` often (per layer, per window) and ``should_stop()``
+between layers. Writing every call would hammer the database, so progress is written at most every
+``min_interval`` seconds, except that a stage change is written at once with a job_event. The
+heartbeat runs in its own thread so a long step with no progress call (one big SVD) still proves the
+worker alive; it also notices when the job was taken from us (the sweeper re-queued it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+from app import crud
+from app.core.db import session_scope
+
+log = logging.getLogger(__name__)
+
+StopReason = str  # "cancelled" | "time_limit" | "lost"
+
+
+class JobTracker:
+    """One per running attempt. Use as a context manager: the heartbeat thread lives inside it."""
+
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        job_id: str,
+        worker: str,
+        heartbeat_seconds: float,
+        time_limit_seconds: float,
+        min_interval: float = 1.0,
+        cancel_poll_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._url = database_url
+        self.job_id = job_id
+        self.worker = worker
+        self._heartbeat_seconds = heartbeat_seconds
+        self._deadline = clock() + time_limit_seconds
+        self._time_limit = time_limit_seconds
+        self._min_interval = min_interval
+        self._cancel_poll = cancel_poll_seconds
+        self._clock = clock
+        self._stage: str | None = None
+        self._last_write = float("-inf")
+        self._last_cancel_poll = float("-inf")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.stop_reason: StopReason | None = None
+
+    # --- context: heartbeat thread ---------------------------------------------------------------
+
+    def __enter__(self) -> "JobTracker":
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{self.job_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._heartbeat_seconds):
+            try:
+                with session_scope(self._url) as session:
+                    owned = crud.heartbeat(session, job_id=self.job_id, worker=self.worker)
+                if not owned:
+                    # Someone else owns the job now (the sweeper thought we were dead): stop working on it.
+                    self.stop_reason = self.stop_reason or "lost"
+            except Exception:  # a database blip must not kill the thread; the next beat retries
+                log.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
+
+    # --- callbacks handed to compression.run.run --------------------------------------------------
+
+    def progress(self, stage: str, fraction: float | None = None, message: str | None = None) -> None:
+        """Write progress (throttled); a new stage is written at once and logged as a job event."""
+        now = self._clock()
+        new_stage = stage != self._stage
+        if not new_stage and now - self._last_write < self._min_interval:
+            return
+        self._stage = stage
+        self._last_write = now
+        fraction = None if fraction is None else max(0.0, min(1.0, float(fraction)))
+        try:
+            with session_scope(self._url) as session:
+                crud.set_progress(session, job_id=self.job_id, stage=stage, fraction=fraction, message=message)
+                if new_stage:
+                    crud.add_event(session, job_id=self.job_id, kind="stage", message=stage,
+                                   data={"stage": stage, "message": message})
+        except Exception:  # progress is best effort; the job itself must not fail over it
+            log.warning("progress write for job %s failed", self.job_id, exc_info=True)
+
+    def should_stop(self) -> bool:
+        """True once the user cancelled, the time limit passed or the job was taken from this worker."""
+        if self.stop_reason is not None:
+            return True
+        now = self._clock()
+        if now >= self._deadline:
+            self.stop_reason = "time_limit"
+            return True
+        if now - self._last_cancel_poll >= self._cancel_poll:
+            self._last_cancel_poll = now
+            try:
+                with session_scope(self._url) as session:
+                    if crud.is_cancel_requested(session, job_id=self.job_id):
+                        self.stop_reason = "cancelled"
+            except Exception:
+                log.warning("cancel poll for job %s failed", self.job_id, exc_info=True)
+        return self.stop_reason is not None
+
+    def time_limit_message(self) -> str:
+        return (f"the job exceeded its time limit of {self._time_limit:g} s "
+                "(SPECTRA_JOB_TIME_LIMIT_SECONDS) and was stopped")

@@ -1,0 +1,181 @@
+"""The Celery task `spectra.compress(job_id)`: claim, run, upload, publish, record. Nothing else.
+
+Exactly-once comes from SQL, not from the broker: the claim is one conditional UPDATE (a message
+for a finished, cancelled or live job does nothing), the artifact is uploaded under a per-attempt
+prefix, and publishing (artifact rows + `succeeded`) happens in one transaction that only the worker
+still owning the job can win. A superseded attempt deletes its upload and goes away.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import update
+
+from app import crud
+from app.core.config import Settings, get_settings
+from app.core.db import session_scope
+from app.jobstates import JobStatus
+from app.models import Job, utcnow
+from app.storage import job_prefix, store_from_settings
+from compression.errors import Cancelled
+from compression.specs import JobSpec
+from worker.celery_app import app
+from worker.config import TASK_NAME
+from worker.outcome import MAX_TRANSIENT_RETRIES, RETRY_BACKOFF_SECONDS, Failure, classify
+from worker.progress import JobTracker
+
+log = logging.getLogger(__name__)
+
+
+def worker_name(hostname: str | None = None) -> str:
+    """Unique per process: a re-delivered job must not look 'ours' to a new pool child."""
+    return f"{hostname or socket.gethostname()}:{os.getpid()}"
+
+
+@app.task(name=TASK_NAME, bind=True, max_retries=MAX_TRANSIENT_RETRIES)
+def compress(self: Any, job_id: str) -> str:
+    """Run one job; returns the job's final status (or 'skipped'). The result is ignored by design."""
+    settings = get_settings()
+    me = worker_name(getattr(self.request, "hostname", None))
+    with session_scope(settings.database_url) as session:
+        job = crud.claim_job(session, job_id=job_id, worker=me, stale_after=settings.stale_after_seconds,
+                             max_attempts=settings.max_attempts)
+        if job is None:
+            log.info("job %s: nothing to do (terminal, cancelled, held by a live worker or out of attempts)",
+                     job_id)
+            return "skipped"
+        spec, tenant_id, attempt = dict(job.spec), job.tenant_id, job.attempts
+    log.info("job %s: attempt %d on %s", job_id, attempt, me)
+
+    failure = _attempt(settings, job_id=job_id, worker=me, spec=spec, tenant_id=tenant_id, attempt=attempt)
+    if failure is None:
+        return JobStatus.SUCCEEDED.value
+    if failure.retry and self.request.retries < MAX_TRANSIENT_RETRIES:
+        if _release_for_retry(settings, job_id=job_id, worker=me, reason=failure.message):
+            countdown = RETRY_BACKOFF_SECONDS[min(self.request.retries, len(RETRY_BACKOFF_SECONDS) - 1)]
+            raise self.retry(countdown=countdown, exc=None)
+        return "skipped"
+    status = JobStatus.CANCELLED if failure.code == "cancelled" else JobStatus.FAILED
+    _finish(settings, job_id=job_id, worker=me, status=status, code=failure.code, message=failure.message)
+    return status.value
+
+
+def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, Any], tenant_id: int,
+             attempt: int) -> Failure | None:
+    """Run, upload and publish; returns how the attempt failed, or None once the job is published."""
+    from compression.run import RunSettings, run  # torch: loaded only in a worker, only here
+
+    work = Path(settings.home) / "work" / f"{job_id}-{attempt}"
+    shutil.rmtree(work, ignore_errors=True)
+    tracker = JobTracker(database_url=settings.database_url, job_id=job_id, worker=worker,
+                         heartbeat_seconds=settings.heartbeat_seconds,
+                         time_limit_seconds=settings.job_time_limit_seconds)
+    try:
+        with tracker:
+            started = time.monotonic()
+            try:
+                result = run(JobSpec.model_validate(spec), work / "out", settings=_run_settings(settings, RunSettings),
+                             progress=tracker.progress, should_stop=tracker.should_stop)
+            except Cancelled:
+                return _stopped(tracker)
+            except SoftTimeLimitExceeded:
+                return Failure("time_limit", tracker.time_limit_message())
+            except Exception as exc:  # every other error ends the attempt with a recorded reason
+                log.warning("job %s failed", job_id, exc_info=True)
+                return classify(exc)
+            if tracker.should_stop():  # cancelled or taken over after the last layer
+                return _stopped(tracker)
+            tracker.progress("upload", 0.0, "uploading the artifact")
+            return _upload_and_publish(settings, job_id=job_id, worker=worker, tenant_id=tenant_id,
+                                       attempt=attempt, out_dir=Path(result.out_dir), report=result.report,
+                                       wall_seconds=time.monotonic() - started)
+    except SoftTimeLimitExceeded:
+        return Failure("time_limit", tracker.time_limit_message())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_settings(settings: Settings, run_settings_cls: Any) -> Any:
+    return run_settings_cls(model_roots=list(settings.model_roots), data_dir=settings.data_dir,
+                            data_roots=list(settings.data_roots), cache_dir=settings.hf_cache_dir)
+
+
+def _stopped(tracker: JobTracker) -> Failure:
+    if tracker.stop_reason == "time_limit":
+        return Failure("time_limit", tracker.time_limit_message())
+    if tracker.stop_reason == "lost":
+        return Failure("lost", "another worker took the job over")
+    return Failure("cancelled", "cancelled by the user")
+
+
+def _upload_and_publish(settings: Settings, *, job_id: str, worker: str, tenant_id: int, attempt: int,
+                        out_dir: Path, report: dict[str, Any], wall_seconds: float) -> Failure | None:
+    store = store_from_settings(settings)
+    prefix = f"{job_prefix(tenant_id, job_id)}/attempt-{attempt}"
+    try:
+        files = store.upload_dir(out_dir, prefix)
+    except Exception as exc:  # storage flake: nothing was published; drop the partial upload and retry
+        log.warning("job %s: upload failed", job_id, exc_info=True)
+        _delete_quietly(store, prefix)
+        return Failure("upload_failed", f"uploading the artifact failed: {type(exc).__name__}: {exc}",
+                       retry=True)
+    metrics = _metrics(report, wall_seconds=wall_seconds, attempt=attempt)
+    with session_scope(settings.database_url) as session:
+        if crud.is_cancel_requested(session, job_id=job_id):
+            published = False
+        else:
+            published = crud.finish_job(session, job_id=job_id, status=JobStatus.SUCCEEDED.value,
+                                        metrics=metrics, artifacts=files, worker=worker)
+    if not published:  # cancelled meanwhile, or the job is no longer ours: the upload must not linger
+        _delete_quietly(store, prefix)
+        with session_scope(settings.database_url) as session:
+            if crud.is_cancel_requested(session, job_id=job_id):
+                return Failure("cancelled", "cancelled by the user")
+        log.info("job %s: attempt %d superseded; upload deleted", job_id, attempt)
+        return Failure("lost", "another worker took the job over")
+    return None
+
+
+def _metrics(report: dict[str, Any], *, wall_seconds: float, attempt: int) -> dict[str, Any]:
+    """What the job row keeps: the library's metrics plus the service's own wall time and attempt."""
+    metrics = dict(report.get("metrics", report)) if isinstance(report, dict) else {}
+    metrics.setdefault("service", {}).update({"wall_seconds": round(wall_seconds, 3), "attempt": attempt})
+    return metrics
+
+
+def _delete_quietly(store: Any, prefix: str) -> None:
+    try:
+        store.delete_prefix(prefix)
+    except Exception:
+        log.warning("could not delete %s", prefix, exc_info=True)
+
+
+def _finish(settings: Settings, *, job_id: str, worker: str, status: JobStatus, code: str, message: str) -> None:
+    if code == "lost":  # the job belongs to another worker now; leave its row alone
+        return
+    with session_scope(settings.database_url) as session:
+        crud.finish_job(session, job_id=job_id, status=status.value, error_code=code, error_message=message,
+                        worker=worker)
+
+
+def _release_for_retry(settings: Settings, *, job_id: str, worker: str, reason: str) -> bool:
+    """running (ours) -> queued, so the retried message can claim it again."""
+    with session_scope(settings.database_url) as session:
+        result = session.execute(
+            update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == JobStatus.RUNNING.value,
+                              Job.cancel_requested.is_(False))
+            .values(status=JobStatus.QUEUED.value, worker=None, heartbeat_at=None, updated_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            return False
+        crud.add_event(session, job_id=job_id, kind="message", message=f"retrying after a transient error: {reason}")
+    return True
