@@ -1,0 +1,170 @@
+"""GRASP (arXiv 2501.00339): replace the most redundant layers by a gradient-attributed low-rank remnant.
+
+1. Block Influence on the dense model picks the n lowest-BI decoder layers (once).
+2. Each target linear of a chosen layer is scored per singular component by |sigma_i sum_b u_i^T G_b v_i|
+   (compression.sigma_attribution) and keeps the top-k components with their original sigma,
+   stored as two factors (LowRankLinear).
+   - order="reference": deepest chosen layer first, MLP block then attention block; gradients are
+     recomputed after each block, on the model whose deeper blocks are already compressed.
+   - order="one_pass": every chosen linear is scored from one set of backward passes.
+3. Optional recovery fine-tuning of the chosen layers' factors and norms (compression.recovery).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from compression.architectures import ArchSpec, decoder_layers, iter_target_linears
+from compression.attribution import block_influence
+from compression.errors import InvalidInput, RatioNotReached
+from compression.grasp_plan import TOLERANCE, GraspPlan, plan
+from compression.linalg import rank_for_ratio, svd
+from compression.lowrank import LowRankLinear
+from compression.methods.base import CompressionContext, Compressor, MethodReport, register
+from compression.sigma_attribution import SigmaGradients, accumulate_sigma_gradients, select_components, sigma_surrogates
+from compression.specs import GraspOptions, Method
+from compression.surgery import decoder_linear_params, replace_module
+
+ALPACA_FILE = ("alpaca", "alpaca_data.subset5000.json")
+
+
+def compile_low_rank(linear: nn.Linear, keep: torch.Tensor) -> LowRankLinear:
+    """Factors of the kept components with their ORIGINAL sigma (no refit), sqrt(sigma) in each factor."""
+    u, s, vh = svd(linear.weight)  # the same deterministic fp32 SVD the scores were taken on
+    keep = keep.to(s.device)
+    root = s[keep].sqrt()
+    bias = None if linear.bias is None else linear.bias.detach()
+    return LowRankLinear.from_factors(
+        u[:, keep] * root, root.unsqueeze(1) * vh[keep], bias, dtype=linear.weight.dtype
+    )
+
+
+def choose_layers(ctx: CompressionContext, options: GraspOptions, count: int) -> tuple[list[int], list[float] | None]:
+    """The `count` lowest-BI layers (or the explicit options.layers); returns (sorted indices, BI)."""
+    n_layers = len(decoder_layers(ctx.model, ctx.arch))
+    if options.layers is not None:
+        bad = [i for i in options.layers if i >= n_layers]
+        if bad:
+            raise InvalidInput(f"options.layers {bad} do not exist: the model has {n_layers} decoder layers")
+        return sorted(options.layers), None
+    assert ctx.calibration is not None
+    bi = block_influence(ctx.model, ctx.arch, ctx.calibration, ctx.device,
+                         progress=lambda f, m: ctx.progress(0.05 * f, f"block influence: {m}"))
+    order = torch.argsort(bi, stable=True)
+    return sorted(int(i) for i in order[:count]), [float(x) for x in bi]
+
+
+def layer_shapes(model: nn.Module, arch: ArchSpec, targets: list[str], layer: int) -> list[tuple[int, int]]:
+    return [(mod.out_features, mod.in_features) for _, _, _, mod in iter_target_linears(model, arch, targets, [layer])]
+
+
+def blocks(arch: ArchSpec, targets: list[str]) -> list[tuple[str, list[str]]]:
+    """MLP before attention, as the reference does; empty blocks are dropped."""
+    found = [("mlp", [t for t in arch.mlp_linears if t in targets]),
+             ("attention", [t for t in arch.attention_linears if t in targets])]
+    return [(name, names) for name, names in found if names]
+
+
+@register
+class Grasp(Compressor):
+    method = Method.GRASP
+
+    def compress(self, ctx: CompressionContext) -> MethodReport:
+        options = ctx.options
+        assert isinstance(options, GraspOptions)
+        if ctx.calibration is None:
+            raise InvalidInput("grasp needs calibration data (block influence and gradients)")
+        targets = list(options.targets)
+        n_layers = len(decoder_layers(ctx.model, ctx.arch))
+        total = decoder_linear_params(ctx.model, ctx.arch)
+        if options.layers is not None and len(options.layers) >= n_layers:
+            raise InvalidInput(f"options.layers must leave at least one of the {n_layers} layers dense")
+        grasp_plan = plan(
+            target=ctx.target_ratio, total=total, layer_shapes=layer_shapes(ctx.model, ctx.arch, targets, 0),
+            num_layers_total=n_layers,
+            num_layers=len(options.layers) if options.layers is not None else options.num_layers,
+            rank_ratio=options.rank_ratio, threshold=options.threshold,
+        )
+        chosen, bi = choose_layers(ctx, options, grasp_plan.num_layers)
+        calibration = ctx.calibration[: options.calibration_samples or ctx.calibration.shape[0]]
+
+        started = time.perf_counter()
+        ranks: dict[str, int] = {}
+        if options.order == "reference":
+            units = [(layer, block) for layer in sorted(chosen, reverse=True) for block in blocks(ctx.arch, targets)]
+            for i, (layer, (block, names)) in enumerate(units):
+                ctx.check_stop()
+                prefix = f"layer {layer} {block} ({i + 1}/{len(units)})"
+                progress = _sub_progress(ctx, i, len(units), prefix)
+                ranks.update(self._score_and_compile(ctx, options, grasp_plan, calibration, [layer], names, progress))
+        else:
+            ctx.check_stop()
+            progress = _sub_progress(ctx, 0, 1, f"layers {chosen} in one pass")
+            ranks.update(self._score_and_compile(ctx, options, grasp_plan, calibration, chosen, targets, progress))
+        attribution_s = time.perf_counter() - started
+
+        achieved = 1.0 - decoder_linear_params(ctx.model, ctx.arch) / total
+        if abs(achieved - ctx.target_ratio) > TOLERANCE:
+            hint = "lower options.threshold" if achieved < ctx.target_ratio else "raise options.threshold"
+            raise RatioNotReached(
+                f"grasp removed {achieved:.2%} of the decoder linear parameters, target {ctx.target_ratio:.2%}: "
+                + (hint if options.threshold is not None else "change num_layers/rank_ratio")
+            )
+        details: dict[str, Any] = {
+            "layers": chosen, "block_influence": bi, "num_layers": len(chosen),
+            "rank_ratio": grasp_plan.rank_ratio, "threshold": options.threshold, "ranks": ranks,
+            "order": options.order, "metric": options.metric, "aggregate": options.aggregate,
+            "calibration_windows": int(calibration.shape[0]), "achieved_ratio": achieved,
+            "attribution_seconds": round(attribution_s, 2),
+        }
+        report = MethodReport(details=details)
+        if options.recovery.enabled:
+            report.metrics.update(self._recover(ctx, options, chosen))
+        return report
+
+    def _score_and_compile(
+        self, ctx: CompressionContext, options: GraspOptions, grasp_plan: GraspPlan,
+        calibration: torch.Tensor, layers: list[int], names: list[str], progress,
+    ) -> dict[str, int]:
+        linears = {full: mod for full, _, _, mod in iter_target_linears(ctx.model, ctx.arch, names, layers)}
+        for full, mod in linears.items():
+            if not isinstance(mod, nn.Linear):
+                raise InvalidInput(f"{full} is {type(mod).__name__}, not nn.Linear: is the model already compressed?")
+        with sigma_surrogates(ctx.model, linears) as surrogates:
+            grads: dict[str, SigmaGradients] = accumulate_sigma_gradients(
+                ctx.model, surrogates, calibration, ctx.device, progress=progress, check_stop=ctx.check_stop
+            )
+        ranks = {}
+        for full, linear in linears.items():
+            scores = grads[full].scores(options.metric, options.aggregate)
+            if grasp_plan.rank_ratio is not None:
+                k = rank_for_ratio(linear.out_features, linear.in_features, grasp_plan.rank_ratio)
+                keep = select_components(scores, rank=k)
+            else:
+                keep = select_components(scores, threshold=options.threshold)
+            replace_module(ctx.model, full, compile_low_rank(linear, keep))
+            ranks[full] = int(keep.numel())
+        return ranks
+
+    def _recover(self, ctx: CompressionContext, options: GraspOptions, chosen: list[int]) -> dict[str, Any]:
+        from compression.recovery import recover  # only jobs that ask for recovery pay for the import
+
+        if ctx.data_dir is None:
+            raise InvalidInput("grasp recovery needs the data folder holding alpaca/alpaca_data.subset5000.json")
+        path = ctx.data_dir.joinpath(*ALPACA_FILE)
+        result = recover(
+            ctx.model, ctx.tokenizer, ctx.arch, chosen, options.recovery, path, ctx.device, ctx.seed,
+            progress=lambda f, m: ctx.progress(0.8 + 0.2 * f, f"recovery: {m}"), check_stop=ctx.check_stop,
+        )
+        return {f"recovery_{key}": value for key, value in result.items()}
+
+
+def _sub_progress(ctx: CompressionContext, index: int, count: int, prefix: str):
+    """Attribution spans 5%..80% of the method's progress (BI before, recovery after)."""
+    def report(fraction: float, message: str) -> None:
+        ctx.progress(0.05 + 0.75 * (index + fraction) / count, f"{prefix}: {message}")
+    return report

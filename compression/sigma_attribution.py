@@ -1,0 +1,178 @@
+"""Gradient x sigma attribution of singular components (GRASP, methods.md section 1.2).
+
+A target linear W = U diag(sigma) V^T is temporarily replaced by ``SigmaLinear``, whose only
+trainable tensor is the vector s (initialised to sigma). Backpropagating the next-token loss gives
+dL/ds_i = u_i^T G v_i with G = dL/dW, summed (signed) over calibration windows. The Taylor score
+of dropping component i is |sigma_i * sum_b g_{b,i}|.
+
+Correctness notes (upstream bugs not copied): the labels are the inputs themselves (the model
+shifts once), the bias is kept in the surrogate forward, and any leading input shape works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compression.hooks import calibration_mode
+from compression.linalg import svd
+from compression.surgery import replace_module
+
+
+class SigmaLinear(nn.Module):
+    """y = x (U diag(s) V^T)^T + b, with only ``s`` requiring grad (U, V^T, b are buffers)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        weight = linear.weight
+        u, s, vh = svd(weight)  # float32 thin SVD, sign-fixed
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+        # U and V^T stay in the model's dtype (bf16 on GPU for memory); s and its gradient are fp32.
+        self.register_buffer("u", u.to(weight.dtype), persistent=False)
+        self.register_buffer("vh", vh.to(weight.dtype), persistent=False)
+        self.register_buffer("sigma", s.clone(), persistent=False)
+        self.register_buffer(
+            "bias", None if linear.bias is None else linear.bias.detach().clone(), persistent=False
+        )
+        self.s = nn.Parameter(s.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = (self.u * self.s.to(self.u.dtype)) @ self.vh
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, weight.to(x.dtype), bias)
+
+
+@dataclass
+class SigmaGradients:
+    """Per-module sums over windows of g_b = dL/ds (signed) and of |sigma * g_b|."""
+
+    signed: torch.Tensor
+    abs_taylor: torch.Tensor
+    sigma: torch.Tensor
+    windows: int = 0
+
+    def scores(self, metric: str = "taylor", aggregate: str = "signed_sum") -> torch.Tensor:
+        """Importance per component (float32, CPU)."""
+        if metric not in ("taylor", "gradient"):
+            raise ValueError(f"metric must be 'taylor' or 'gradient', got {metric!r}")
+        if aggregate == "signed_sum":
+            g = self.signed
+            return (self.sigma * g).abs() if metric == "taylor" else g.abs()
+        if aggregate == "abs_sum":
+            if metric == "gradient":
+                raise ValueError("aggregate='abs_sum' is defined for the taylor metric only")
+            return self.abs_taylor.clone()
+        raise ValueError(f"aggregate must be 'signed_sum' or 'abs_sum', got {aggregate!r}")
+
+
+@contextmanager
+def sigma_surrogates(model: nn.Module, linears: dict[str, nn.Linear]) -> Iterator[dict[str, SigmaLinear]]:
+    """Swap each named linear for its SigmaLinear; the original linears are put back on exit."""
+    swapped: dict[str, SigmaLinear] = {}
+    try:
+        for name, linear in linears.items():
+            surrogate = SigmaLinear(linear)
+            replace_module(model, name, surrogate)
+            swapped[name] = surrogate
+        yield swapped
+    finally:
+        for name in swapped:
+            replace_module(model, name, linears[name])
+
+
+@contextmanager
+def only_sigma_trainable(model: nn.Module, surrogates: dict[str, SigmaLinear]) -> Iterator[None]:
+    """Freeze every parameter except the s vectors; each requires_grad flag is restored on exit."""
+    flags = {p: p.requires_grad for p in model.parameters()}
+    try:
+        for p in flags:
+            p.requires_grad_(False)
+        for surrogate in surrogates.values():
+            surrogate.s.requires_grad_(True)
+        yield
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+
+
+def next_token_loss(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of predicting token t+1 from tokens <= t (labels = inputs; HF shifts once)."""
+    return model(input_ids=input_ids, labels=input_ids, use_cache=False).loss
+
+
+def accumulate_sigma_gradients(
+    model: nn.Module,
+    surrogates: dict[str, SigmaLinear],
+    calibration: torch.Tensor,
+    device: torch.device,
+    progress: Callable[[float, str], None] | None = None,
+    check_stop: Callable[[], None] | None = None,
+) -> dict[str, SigmaGradients]:
+    """Backpropagate the loss of each calibration window (batch size 1) and sum dL/ds per module.
+
+    On CUDA the forward/backward runs under bf16 autocast; the sums are always float32.
+    """
+    if calibration.dim() != 2 or calibration.shape[0] < 1:
+        raise ValueError(f"calibration must be a LongTensor [n >= 1, seq_len], got {tuple(calibration.shape)}")
+    sums = {
+        name: SigmaGradients(
+            signed=torch.zeros_like(m.sigma, dtype=torch.float32, device="cpu"),
+            abs_taylor=torch.zeros_like(m.sigma, dtype=torch.float32, device="cpu"),
+            sigma=m.sigma.detach().float().cpu(),
+        )
+        for name, m in surrogates.items()
+    }
+    use_autocast = torch.device(device).type == "cuda"
+    n = calibration.shape[0]
+    with calibration_mode(model), only_sigma_trainable(model, surrogates), torch.enable_grad():
+        for b in range(n):
+            if check_stop is not None:
+                check_stop()
+            ids = calibration[b : b + 1].to(device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_autocast):
+                loss = next_token_loss(model, ids)
+            loss.backward()
+            for name, surrogate in surrogates.items():
+                grad = surrogate.s.grad
+                if grad is None:  # the module did not influence the loss (cannot happen for a decoder)
+                    raise RuntimeError(f"no gradient reached {name}")
+                grad = grad.detach().float().cpu()
+                acc = sums[name]
+                acc.signed += grad
+                acc.abs_taylor += (acc.sigma * grad).abs()
+                acc.windows += 1
+                surrogate.s.grad = None  # fresh tensor next window: no aliasing (pitfall 1.8.7)
+            if progress is not None:
+                progress((b + 1) / n, f"gradients window {b + 1}/{n}")
+    return sums
+
+
+def select_components(
+    scores: torch.Tensor, *, rank: int | None = None, threshold: float | None = None
+) -> torch.Tensor:
+    """Indices (ascending) of the kept components: the top-`rank` scores, or the shortest prefix of
+    the scores sorted descending whose sum reaches `threshold` of the total."""
+    if (rank is None) == (threshold is None):
+        raise ValueError("give exactly one of rank or threshold")
+    order = torch.argsort(scores, descending=True, stable=True)
+    if rank is not None:
+        if not 1 <= rank <= scores.numel():
+            raise ValueError(f"rank must be between 1 and {scores.numel()}, got {rank}")
+        keep = order[:rank]
+    else:
+        assert threshold is not None
+        ranked = scores[order].double()
+        total = ranked.sum()
+        if total <= 0:  # no signal at all: keep the largest-score component only
+            keep = order[:1]
+        else:
+            cumulative = torch.cumsum(ranked, 0) / total
+            count = int(torch.searchsorted(cumulative, torch.tensor(threshold, dtype=torch.float64)).item()) + 1
+            keep = order[: min(count, scores.numel())]
+    return torch.sort(keep).values
