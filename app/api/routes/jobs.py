@@ -1,0 +1,165 @@
+"""/v1/jobs: create (idempotent per tenant), read, list, cancel, events, artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, status
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+
+from app import crud
+from app.api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
+from app.api.validation import check_allowed_paths, decode_cursor, encode_cursor, field_error
+from app.jobstates import JobStatus
+from app.queue import enqueue_compress
+from app.schemas import ArtifactOut, ErrorOut, EventOut, JobOut, JobPage
+from compression.specs import JobSpec, Method
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+NOT_FOUND = {404: {"model": ErrorOut, "description": "No such job for this tenant"}}
+
+
+def _not_found(job_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
+
+
+def _request_hash(spec: JobSpec) -> str:
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _accepted(job: JobOut, replayed: bool) -> JSONResponse:
+    headers = {"Location": job.links.self}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(job.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED, headers=headers)
+
+
+@router.post(
+    "", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
+    responses={503: {"model": ErrorOut, "description": "Database or broker unreachable; retry"}},
+    summary="Submit a compression job",
+    description="Validated by the library's JobSpec (unknown keys refused). With `Idempotency-Key`, "
+    "the same key and the same body return the same job; the same key with another body is a 422.",
+)
+def create_job(
+    spec: JobSpec, tenant: TenantDep, session: SessionDep, settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")] = None,
+) -> JSONResponse:
+    check_allowed_paths(spec, settings)
+    request_hash = _request_hash(spec)
+    if idempotency_key is not None:
+        existing = crud.get_job_by_idempotency_key(session, tenant_id=tenant.id, idempotency_key=idempotency_key)
+        if existing is not None:
+            return _replay(existing, request_hash)
+    try:
+        job = crud.create_job(session, tenant_id=tenant.id, spec=spec.model_dump(mode="json"),
+                              idempotency_key=idempotency_key, request_hash=request_hash)
+        session.commit()
+    except IntegrityError:  # a concurrent request with the same Idempotency-Key won the insert
+        session.rollback()
+        existing = crud.get_job_by_idempotency_key(session, tenant_id=tenant.id, idempotency_key=idempotency_key or "")
+        if existing is None:
+            raise
+        return _replay(existing, request_hash)
+    out = JobOut.from_row(job)
+    try:
+        enqueue_compress(settings, job.id)  # only after the commit, so the worker always finds the row
+    except Exception as exc:  # broker down: withdraw the job so a retry starts clean
+        log.warning("enqueue of job %s failed: %s", job.id, exc)
+        session.delete(job)
+        session.commit()
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            "the job queue (broker) is unreachable; nothing was submitted, retry later") from exc
+    return _accepted(out, replayed=False)
+
+
+def _replay(existing, request_hash: str) -> JSONResponse:  # type: ignore[no-untyped-def]
+    if existing.request_hash != request_hash:
+        raise field_error(("header", "Idempotency-Key"), "this Idempotency-Key was already used with a different "
+                          "request body; use a new key for a new job", "idempotency_key_reused")
+    return _accepted(JobOut.from_row(existing), replayed=True)
+
+
+@router.get("", response_model=JobPage, summary="List this tenant's jobs, newest first")
+def list_jobs(
+    tenant: TenantDep, session: SessionDep,
+    status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    method: Method | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> JobPage:
+    after = decode_cursor(cursor) if cursor else None
+    rows = crud.list_jobs(session, tenant_id=tenant.id, status=status_filter.value if status_filter else None,
+                          method=method.value if method else None, limit=limit + 1, after=after)
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
+    return JobPage(items=[JobOut.from_row(j) for j in page], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND, summary="One job with progress and metrics")
+def get_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JobOut:
+    job = crud.get_job(session, job_id=job_id, tenant_id=tenant.id) if len(job_id) <= 64 else None
+    if job is None:
+        raise _not_found(job_id[:64])
+    return JobOut.from_row(job)
+
+
+@router.post(
+    "/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
+    responses={**NOT_FOUND, 409: {"model": ErrorOut, "description": "The job already finished"}},
+    summary="Cancel a job",
+    description="A queued job is cancelled at once; a running job gets cancel_requested and stops "
+    "between layers (poll until status is cancelled). A finished job answers 409.",
+)
+def cancel_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JobOut:
+    if len(job_id) > 64:
+        raise _not_found(job_id[:64])
+    try:
+        job = crud.request_cancel(session, job_id=job_id, tenant_id=tenant.id)
+    except crud.JobStateConflict as exc:
+        session.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    if job is None:
+        raise _not_found(job_id)
+    session.commit()
+    return JobOut.from_row(job)
+
+
+@router.get("/{job_id}/events", response_model=list[EventOut], responses=NOT_FOUND,
+            summary="The job's log: state changes, stages and messages, oldest first")
+def list_events(
+    job_id: str, tenant: TenantDep, session: SessionDep,
+    after: Annotated[int | None, Query(ge=0, le=2**62, description="Only events with id > after")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+) -> list[EventOut]:
+    job = crud.get_job(session, job_id=job_id, tenant_id=tenant.id) if len(job_id) <= 64 else None
+    if job is None:
+        raise _not_found(job_id[:64])
+    return [EventOut.from_row(e) for e in crud.list_events(session, job_id=job.id, after_id=after, limit=limit)]
+
+
+@router.get(
+    "/{job_id}/artifacts", response_model=list[ArtifactOut], responses=NOT_FOUND,
+    summary="Files of a succeeded job with download links",
+    description="An empty list until the job has succeeded (artifacts are published together with "
+    "the success, never half-uploaded). Links expire after SPECTRA_LINK_TTL_SECONDS.",
+)
+def list_artifacts(job_id: str, tenant: TenantDep, session: SessionDep, settings: SettingsDep,
+                   store: StoreDep) -> list[ArtifactOut]:
+    job = crud.get_job(session, job_id=job_id, tenant_id=tenant.id) if len(job_id) <= 64 else None
+    if job is None:
+        raise _not_found(job_id[:64])
+    ttl = settings.link_ttl_seconds
+    return [
+        ArtifactOut.from_row(a, store.url_for(a.storage_key, a.name.split("/")[-1], ttl), ttl)
+        for a in crud.list_artifacts(session, job_id=job.id)
+    ]
+
+

@@ -1,0 +1,27 @@
+"""/v1/methods: every compression method with the JSON Schema of its options (from compression.specs)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from fastapi import APIRouter
+
+from app.api.deps import TenantDep
+from app.schemas import MethodOut
+from compression.specs import METHODS
+
+router = APIRouter(prefix="/v1/methods", tags=["methods"])
+
+
+@lru_cache(maxsize=1)
+def _methods() -> tuple[MethodOut, ...]:
+    return tuple(
+        MethodOut(name=info.method.value, summary=info.summary, paper=info.paper or None,
+                  requires_calibration=info.requires_calibration, options_schema=info.options.model_json_schema())
+        for info in METHODS.values()
+    )
+
+
+@router.get("", response_model=list[MethodOut], summary="Available methods and their options")
+def list_methods(_: TenantDep) -> list[MethodOut]:
+    return list(_methods())

@@ -1,0 +1,117 @@
+"""The FastAPI application: `uvicorn app.main:create_app --factory` (or `app.main:app`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from app.api.middleware import BodySizeLimit, HttpMetrics
+from app.api.ratelimit import RateLimiter
+from app.api.routes import downloads, health, jobs, methods
+from app.core.config import Settings, get_settings
+from app.metrics import AppMetrics
+from app.storage import ArtifactStore, StorageError, store_from_settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Spectra compresses LLMs (GRASP, SoCo, SVD, ASVD, SVD-LLM, ShortGPT) as jobs.
+
+Authenticate with `X-API-Key`. Submit with `POST /v1/jobs`, poll `GET /v1/jobs/{id}`, then download
+the files listed by `GET /v1/jobs/{id}/artifacts`. Errors are `{"detail": ...}` saying what to fix."""
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) if parts else "body"
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    # Keep loc/msg/type (FastAPI's documented shape) plus 'field'; drop 'input', which may echo secrets.
+    errors = [
+        {"loc": list(err.get("loc", ())), "field": _field_name(tuple(err.get("loc", ()))),
+         "msg": err.get("msg", "invalid value"), "type": err.get("type", "value_error")}
+        for err in exc.errors()
+    ]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return JSONResponse({"detail": "the database is unavailable; retry shortly"}, status_code=503,
+                        headers={"Retry-After": "5"})
+
+
+async def _storage_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("artifact store unavailable: %s", exc)
+    return JSONResponse({"detail": "the artifact store is unavailable; retry shortly"}, status_code=503,
+                        headers={"Retry-After": "5"})
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return JSONResponse({"detail": "internal error; the server logged it"}, status_code=500)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if (settings.database_url or "").startswith("sqlite"):
+            # Embedded mode: the schema is created on first start (cheap and idempotent).
+            from app.core.migrations import upgrade_head
+
+            upgrade_head(settings.database_url or "")
+        yield
+
+    app = FastAPI(title="Spectra", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.store = _lazy_store(settings)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.metrics = AppMetrics(settings)
+
+    for router in (jobs.router, methods.router, downloads.router, health.router):
+        app.include_router(router)
+
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    for db_error in (OperationalError, DBAPIError, PoolTimeout):
+        app.add_exception_handler(db_error, _database_unavailable)
+    app.add_exception_handler(StorageError, _storage_unavailable)
+    app.add_exception_handler(Exception, _unexpected)
+
+    if settings.cors_origins:  # closed unless origins are configured
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["X-API-Key", "Content-Type", "Idempotency-Key"])
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HttpMetrics, metrics=app.state.metrics)
+    return app
+
+
+def _lazy_store(settings: Settings) -> Callable[[], ArtifactStore]:
+    """Build the store on first use, so a misconfigured store fails readiness, not startup."""
+
+    @lru_cache(maxsize=1)
+    def store() -> ArtifactStore:
+        return store_from_settings(settings)
+
+    return store
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn app.main:app` without --factory: build the app from the environment on first access.
+    if name == "app":
+        global app
+        app = create_app()
+        return app
+    raise AttributeError(name)

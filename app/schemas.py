@@ -1,0 +1,116 @@
+"""API shapes, kept apart from the ORM rows (app/models.py) and from the library's JobSpec."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from app.models import Artifact, Job, JobEvent
+
+
+class Progress(BaseModel):
+    stage: str | None = Field(None, description="load, calibrate, evaluate_before, compress, evaluate_after, export")
+    fraction: float | None = Field(None, description="0..1 within the whole job")
+    message: str | None = None
+
+
+class JobError(BaseModel):
+    code: str | None = Field(None, description="e.g. invalid_input, model_not_found, cancelled, worker_lost")
+    message: str | None = None
+
+
+class JobLinks(BaseModel):
+    self: str
+    events: str
+    artifacts: str
+    cancel: str
+
+
+class JobOut(BaseModel):
+    id: str
+    status: str = Field(..., description="queued | running | succeeded | failed | cancelled")
+    model: str
+    revision: str | None
+    method: str
+    target_ratio: float
+    spec: dict[str, Any] = Field(..., description="The validated job spec, defaults filled in")
+    progress: Progress
+    metrics: dict[str, Any] | None
+    error: JobError | None
+    attempts: int
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+    links: JobLinks
+
+    @classmethod
+    def from_row(cls, job: Job) -> "JobOut":
+        base = f"/v1/jobs/{job.id}"
+        error = None
+        if job.error_code or job.error_message:
+            error = JobError(code=job.error_code, message=job.error_message)
+        return cls(
+            id=job.id, status=job.status, model=job.model, revision=job.revision, method=job.method,
+            target_ratio=job.target_ratio, spec=job.spec,
+            progress=Progress(stage=job.progress_stage, fraction=job.progress_fraction, message=job.progress_message),
+            metrics=job.metrics, error=error, attempts=job.attempts, cancel_requested=job.cancel_requested,
+            created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+            updated_at=job.updated_at,
+            links=JobLinks(self=base, events=f"{base}/events", artifacts=f"{base}/artifacts", cancel=f"{base}/cancel"),
+        )
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(None, description="Pass as ?cursor= to get the next (older) page; null at the end")
+
+
+class EventOut(BaseModel):
+    id: int
+    at: datetime
+    kind: str = Field(..., description="state | stage | message | error")
+    message: str
+    data: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, event: JobEvent) -> "EventOut":
+        return cls(id=event.id, at=event.at, kind=event.kind, message=event.message, data=event.data)
+
+
+class ArtifactOut(BaseModel):
+    name: str = Field(..., description="Path inside the artifact folder, e.g. model.safetensors")
+    size: int
+    sha256: str
+    url: str = Field(..., description="Download link; expires after expires_in seconds")
+    expires_in: int
+
+    @classmethod
+    def from_row(cls, artifact: Artifact, url: str, ttl: int) -> "ArtifactOut":
+        return cls(name=artifact.name, size=artifact.size, sha256=artifact.sha256, url=url, expires_in=ttl)
+
+
+class MethodOut(BaseModel):
+    name: str
+    summary: str
+    paper: str | None
+    requires_calibration: bool
+    options_schema: dict[str, Any] = Field(..., description="JSON Schema of the method's `options` object")
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(..., description="What went wrong and what to change")
+
+
+class CheckResult(BaseModel):
+    ok: bool
+    detail: str | None = None
+
+
+class ReadyOut(BaseModel):
+    status: str = Field(..., description="ready | unavailable")
+    checks: dict[str, CheckResult]
+    detail: str | None = None
