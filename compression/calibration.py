@@ -1,0 +1,143 @@
+"""Seeded calibration windows and held-out evaluation text.
+
+Calibration corpora (files under the data folder):
+  wikitext2   -> wikitext-2-tokenized/valid.txt. The raw WikiText-2 *train* split that SVD-LLM / GRASP
+                 sample from is not available offline here, so the (tokenized, <unk>) validation split
+                 stands in; the report's protocol says so.
+  c4          -> c4/c4-en-train.00000.first1000.jsonl, field "text", documents joined by blank lines.
+  tinystories -> tinystories/TinyStories-train.head197k.txt (train head).
+  alpaca      -> alpaca/alpaca_data.subset5000.json, each example rendered with the Alpaca prompt.
+  file        -> a user .txt, or .jsonl with field "text", that must lie under an allowed data root.
+Windows: the whole text is tokenized once; n start offsets are drawn uniformly with a private
+torch.Generator seeded by ``seed`` (the caller's global RNG is untouched), as SparseGPT/SVD-LLM do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compression.errors import InvalidInput, PathNotAllowed
+from compression.specs import CalibrationSpec
+
+CALIBRATION_FILES = {
+    "wikitext2": ("wikitext-2-tokenized/valid.txt", "validation (tokenized; raw train split unavailable)"),
+    "c4": ("c4/c4-en-train.00000.first1000.jsonl", "train (first 1000 documents)"),
+    "tinystories": ("tinystories/TinyStories-train.head197k.txt", "train (head)"),
+    "alpaca": ("alpaca/alpaca_data.subset5000.json", "train (5000-example subset)"),
+}
+EVAL_FILES = {
+    "wikitext2": ("wikitext-2-raw/wiki.test.raw", "test (raw)"),
+    "tinystories": ("tinystories/TinyStories-valid.head16k.txt", "validation (head, <|endoftext|> dropped)"),
+}
+ALPACA_PROMPT = (
+    "Below is an instruction that describes a task{ctx}. Write a response that appropriately completes "
+    "the request.\n\n### Instruction:\n{instruction}\n\n{input}### Response:\n{output}"
+)
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise InvalidInput(f"{what} file {path} does not exist; check the data folder setting")
+    return path
+
+
+def _render_alpaca(example: dict[str, Any]) -> str:
+    extra = example.get("input") or ""
+    return ALPACA_PROMPT.format(
+        ctx=", paired with an input that provides further context" if extra else "",
+        instruction=example.get("instruction", ""),
+        input=f"### Input:\n{extra}\n\n" if extra else "",
+        output=example.get("output", ""),
+    )
+
+
+def _read_jsonl_text(path: Path) -> str:
+    docs = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"{path} line {n} is not valid JSON: {exc.msg}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise InvalidInput(f"{path} line {n} has no string field 'text'")
+        docs.append(record["text"])
+    return "\n\n".join(docs)
+
+
+def user_file_text(path: str, data_roots: Sequence[Path]) -> str:
+    """Text of a user .txt/.jsonl that must resolve (symlinks followed) under an allowed data root."""
+    resolved = Path(path).resolve()
+    roots = [Path(r).resolve() for r in data_roots]
+    if not any(resolved == r or r in resolved.parents for r in roots):
+        allowed = ", ".join(str(r) for r in roots) or "(none configured)"
+        raise PathNotAllowed(f"calibration file {path} is outside the allowed data roots: {allowed}")
+    _require(resolved, "calibration")
+    if resolved.suffix == ".txt":
+        return resolved.read_text(encoding="utf-8")
+    if resolved.suffix == ".jsonl":
+        return _read_jsonl_text(resolved)
+    raise InvalidInput(f"calibration file {path} must be .txt or .jsonl (with a 'text' field)")
+
+
+def calibration_text(spec: CalibrationSpec, data_dir: Path, data_roots: Sequence[Path] = ()) -> str:
+    if spec.source == "file":
+        assert spec.path is not None  # CalibrationSpec guarantees it
+        return user_file_text(spec.path, data_roots)
+    path = _require(Path(data_dir) / CALIBRATION_FILES[spec.source][0], f"{spec.source} corpus")
+    if spec.source == "c4":
+        return _read_jsonl_text(path)
+    if spec.source == "alpaca":
+        return "\n\n".join(_render_alpaca(e) for e in json.loads(path.read_text(encoding="utf-8")))
+    return path.read_text(encoding="utf-8")
+
+
+def tokenize(tokenizer: Any, text: str) -> torch.Tensor:
+    """1-D LongTensor of the whole text (the tokenizer's own special tokens, e.g. Llama's BOS, kept)."""
+    ids = tokenizer(text, return_attention_mask=False, verbose=False)["input_ids"]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def calibration_windows(
+    tokenizer: Any,
+    spec: CalibrationSpec,
+    data_dir: Path,
+    data_roots: Sequence[Path] = (),
+    seed: int = 0,
+    *,
+    max_positions: int | None = None,
+) -> torch.Tensor:
+    """LongTensor [spec.samples, spec.seq_len] of seeded random windows of the corpus."""
+    if max_positions is not None and spec.seq_len > max_positions:
+        raise InvalidInput(
+            f"calibration.seq_len {spec.seq_len} exceeds the model's maximum of {max_positions} positions"
+        )
+    ids = tokenize(tokenizer, calibration_text(spec, data_dir, data_roots))
+    if ids.numel() <= spec.seq_len:
+        raise InvalidInput(
+            f"the {spec.source} calibration text has only {ids.numel()} tokens, too short for windows of "
+            f"{spec.seq_len}; use a shorter calibration.seq_len or a longer text"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, ids.numel() - spec.seq_len, (spec.samples,), generator=gen)
+    return torch.stack([ids[s : s + spec.seq_len] for s in starts.tolist()])
+
+
+def eval_text(corpus: str, data_dir: Path) -> str:
+    if corpus not in EVAL_FILES:
+        raise InvalidInput(f"evaluation corpus '{corpus}' is unknown; use one of {', '.join(EVAL_FILES)}")
+    text = _require(Path(data_dir) / EVAL_FILES[corpus][0], f"{corpus} evaluation").read_text(encoding="utf-8")
+    if corpus == "tinystories":  # separator lines are not text the tokenizer knows
+        text = "\n".join(line for line in text.splitlines() if line.strip() != "<|endoftext|>")
+    return text  # wikitext2: the raw test file exactly as stored (rows already joined by its newlines)
+
+
+def eval_tokens(tokenizer: Any, corpus: str, data_dir: Path) -> torch.Tensor:
+    """The whole held-out text tokenized once: 1-D LongTensor."""
+    return tokenize(tokenizer, eval_text(corpus, data_dir))

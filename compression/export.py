@@ -1,0 +1,216 @@
+"""The artifact folder: safetensors (+ shards), config, tokenizer, generation config, compression.json.
+
+Low-rank linears are stored as two factors (``<m>.in_proj.weight`` [k, n], ``<m>.out_proj.weight``
+[m, k], ``<m>.out_proj.bias``) with ``config.spectra_low_rank = {module: rank}`` and an ``auto_map``
+to ``modeling_spectra.py`` (copied into the folder) for ``trust_remote_code`` loading. A model with
+no low-rank modules (layer removal) or a ``dense`` export is a plain config that loads anywhere.
+Everything is written to ``<out_dir>.partial`` and renamed at the end, so a half-written artifact is
+never visible under ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compression.architectures import arch_for
+from compression.errors import InvalidInput
+from compression.lowrank import LowRankLinear
+from compression.models import LoadedModel, resolve_device, resolve_dtype
+
+REMOTE_CODE = Path(__file__).parent / "remote_code" / "modeling_spectra.py"
+REMOTE_CLASSES = {"llama": "SpectraLlamaForCausalLM", "mistral": "SpectraMistralForCausalLM",
+                  "qwen2": "SpectraQwen2ForCausalLM"}
+REPORT_NAME = "compression.json"
+MAX_SHARD_BYTES = 2 * 1024**3
+
+FileEntry = tuple[str, int, str]  # (name, size in bytes, sha256 hex)
+
+
+def low_rank_modules(model: nn.Module) -> dict[str, LowRankLinear]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, LowRankLinear)}
+
+
+def artifact_state_dict(model: nn.Module, dense: bool, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """CPU tensors to save: tied copies dropped (transformers re-ties them), factors merged if dense."""
+    state: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for name, tensor in model.state_dict().items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if key in seen:  # e.g. lm_head.weight tied to model.embed_tokens.weight
+            continue
+        seen.add(key)
+        state[name] = tensor
+    if dense:
+        for name, module in low_rank_modules(model).items():
+            for suffix in ("in_proj.weight", "out_proj.weight", "out_proj.bias"):
+                state.pop(f"{name}.{suffix}", None)
+            merged = module.to_dense()
+            state[f"{name}.weight"] = merged.weight.detach()
+            if merged.bias is not None:
+                state[f"{name}.bias"] = merged.bias.detach()
+    out = {}
+    for name, tensor in state.items():
+        t = tensor.detach().to("cpu")
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        out[name] = t.contiguous().clone() if t.data_ptr() == tensor.data_ptr() else t.contiguous()
+    return out
+
+
+def _write_weights(state: dict[str, torch.Tensor], folder: Path, max_shard_bytes: int) -> None:
+    from safetensors.torch import save_file
+
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, t in state.items():
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t
+        size += nbytes
+    if len(shards) == 1:
+        save_file(shards[0], str(folder / "model.safetensors"), metadata={"format": "pt"})
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards, 1):
+        fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(folder / fname), metadata={"format": "pt"})
+        weight_map.update({name: fname for name in shard})
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True))
+
+
+def _write_config(model: nn.Module, folder: Path, ranks: dict[str, int], dtype: torch.dtype | None) -> None:
+    config = copy.deepcopy(model.config)
+    for attr in ("spectra_low_rank", "auto_map"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    if dtype is not None:
+        config.dtype = dtype
+    if ranks:
+        cls = REMOTE_CLASSES[config.model_type]
+        config.spectra_low_rank = ranks
+        config.auto_map = {"AutoModelForCausalLM": f"modeling_spectra.{cls}"}
+        config.architectures = [cls]
+        shutil.copy2(REMOTE_CODE, folder / REMOTE_CODE.name)
+    config.save_pretrained(folder)
+
+
+def file_entries(folder: Path) -> list[FileEntry]:
+    """(name, size, sha256) of every file except compression.json, sorted by name."""
+    entries = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != REPORT_NAME):
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        entries.append((str(path.relative_to(folder)), path.stat().st_size, digest.hexdigest()))
+    return entries
+
+
+def export(
+    model: nn.Module,
+    tokenizer: Any,
+    out_dir: Path,
+    *,
+    report: dict[str, Any],
+    dense: bool = False,
+    dtype: str | torch.dtype | None = None,
+    extra_files: dict[str, bytes] | None = None,
+    max_shard_bytes: int = MAX_SHARD_BYTES,
+) -> list[FileEntry]:
+    """Write the artifact folder; returns every file (compression.json included) as (name, size, sha256)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise InvalidInput(f"output folder {out_dir} already exists; choose a new one")
+    torch_dtype = resolve_dtype(dtype) if dtype is not None else None
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        ranks = {} if dense else {n: m.rank for n, m in low_rank_modules(model).items()}
+        _write_weights(artifact_state_dict(model, dense, torch_dtype), partial, max_shard_bytes)
+        _write_config(model, partial, ranks, torch_dtype)
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        for name, data in (extra_files or {}).items():
+            (partial / Path(name).name).write_bytes(data)
+        entries = file_entries(partial)
+        full = dict(report, export={"dense": dense, "dtype": str(torch_dtype or "") or None,
+                                    "low_rank_modules": len(ranks)},
+                    files={name: {"size": size, "sha256": sha} for name, size, sha in entries})
+        (partial / REPORT_NAME).write_text(json.dumps(full, indent=2, sort_keys=True, default=str))
+        partial.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return file_entries(out_dir) + [_report_entry(out_dir)]
+
+
+def _report_entry(folder: Path) -> FileEntry:
+    data = (folder / REPORT_NAME).read_bytes()
+    return (REPORT_NAME, len(data), hashlib.sha256(data).hexdigest())
+
+
+def verify_files(path: Path) -> None:
+    """Raise InvalidInput if any file differs from the sha256/size recorded in compression.json."""
+    recorded = json.loads((path / REPORT_NAME).read_text()).get("files", {})
+    actual = {name: (size, sha) for name, size, sha in file_entries(path)}
+    for name, entry in recorded.items():
+        if actual.get(name) != (entry["size"], entry["sha256"]):
+            raise InvalidInput(f"artifact file {name} in {path} does not match its sha256 in {REPORT_NAME}")
+
+
+def load_compressed(
+    path: Path, *, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None, verify: bool = True
+) -> LoadedModel:
+    """Our own loader: stock architecture, low-rank modules swapped in, weights loaded strictly."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise InvalidInput(f"{path} is not an artifact folder (no config.json)")
+    if verify and (path / REPORT_NAME).is_file():
+        verify_files(path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    arch = arch_for(config.model_type)
+    ranks: dict[str, int] = dict(getattr(config, "spectra_low_rank", None) or {})
+    if hasattr(config, "auto_map"):
+        delattr(config, "auto_map")
+    torch_dtype = resolve_dtype(dtype) if dtype is not None else getattr(config, "dtype", None) or torch.float32
+    if isinstance(torch_dtype, str):
+        torch_dtype = resolve_dtype(torch_dtype)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, trust_remote_code=False)
+    for name, rank in ranks.items():
+        old = model.get_submodule(name)
+        new = LowRankLinear(old.in_features, old.out_features, int(rank), bias=old.bias is not None,
+                            dtype=torch_dtype)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, new)
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(path.glob("*.safetensors")):
+        state.update(load_file(str(shard)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    if unexpected or set(missing) - tied:
+        raise InvalidInput(
+            f"{path}: weights do not match the config (missing {sorted(set(missing) - tied)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]})"
+        )
+    if tied:
+        model.tie_weights()
+    model.to(resolve_device(device)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return LoadedModel(model=model, tokenizer=tokenizer, arch=arch, source={"kind": "artifact", "path": str(path)})

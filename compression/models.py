@@ -1,0 +1,134 @@
+"""Load a causal LM by hub id (+ revision) or from a folder under an allowed local root.
+
+Hub ids go through the real transformers / huggingface_hub path and its cache (``cache_dir``, or the
+usual HF_HOME when None). Local folders are confined to ``model_roots``: a bare name is looked up in
+each root, an absolute path must resolve (symlinks followed) inside one. Remote code is never trusted
+when loading a source model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compression.architectures import ArchSpec, arch_for
+from compression.errors import InvalidInput, ModelNotFound, PathNotAllowed
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    tokenizer: Any
+    arch: ArchSpec
+    source: dict[str, Any] = field(default_factory=dict)  # kind, ref, revision, path or commit
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' -> cuda if available else cpu; 'cuda' without a GPU is a clear error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInput("device 'cuda' was requested but no CUDA GPU is available; use 'cpu' or 'auto'")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise InvalidInput(f"dtype '{dtype}' is not supported; use one of {', '.join(DTYPES)}") from None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def resolve_local(ref: str, model_roots: Sequence[Path]) -> Path | None:
+    """The folder a local ref names, or None for a hub id. Raises for paths outside the roots."""
+    roots = [Path(r).resolve() for r in model_roots]
+    if ref.startswith("/"):
+        path = Path(ref).resolve()  # follows symlinks, so a link cannot smuggle a path out
+        if not any(_inside(path, r) for r in roots):
+            allowed = ", ".join(str(r) for r in roots) or "(none configured)"
+            raise PathNotAllowed(f"model path {ref} is outside the allowed model roots: {allowed}")
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(f"model folder {ref} does not exist or has no config.json")
+        return path
+    if "/" in ref:
+        return None  # "org/name": a hub id
+    for root in roots:
+        candidate = (root / ref).resolve()
+        if _inside(candidate, root) and (candidate / "config.json").is_file():
+            return candidate
+    searched = ", ".join(str(r) for r in roots) or "(no model roots configured)"
+    raise ModelNotFound(f"no model folder named '{ref}' under the allowed model roots: {searched}")
+
+
+def _read_config(ref: str, revision: str | None, cache_dir: Path | None, local: Path | None) -> Any:
+    from transformers import AutoConfig
+
+    if local is not None:
+        model_type = json.loads((local / "config.json").read_text()).get("model_type")
+        arch_for(str(model_type))  # refuse unsupported types before transformers tries to parse them
+        return AutoConfig.from_pretrained(local, trust_remote_code=False)
+    try:
+        return AutoConfig.from_pretrained(ref, revision=revision, cache_dir=cache_dir, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        if "model type" in str(exc) or "model_type" in str(exc):
+            raise InvalidInput(f"model '{ref}' has a model type transformers does not know: {exc}") from None
+        where = f" at revision '{revision}'" if revision else ""
+        raise ModelNotFound(
+            f"model '{ref}'{where} was not found on the Hugging Face hub or in its cache ({exc})"
+        ) from None
+
+
+def load_model(
+    ref: str,
+    revision: str | None = None,
+    *,
+    model_roots: Sequence[Path] = (),
+    cache_dir: Path | None = None,
+    dtype: str | torch.dtype = "float32",
+    device: str | torch.device = "auto",
+) -> LoadedModel:
+    """Load model + tokenizer, check the architecture is supported, move to device, eval mode."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    local = resolve_local(ref, model_roots)
+    if local is not None and revision:
+        raise InvalidInput("revision applies to hub ids only; a local model folder has no revisions")
+    config = _read_config(ref, revision, cache_dir, local)
+    arch = arch_for(config.model_type)
+    torch_dtype, dev = resolve_dtype(dtype), resolve_device(device)
+    where: Any = local if local is not None else ref
+    hub = {} if local is not None else {"revision": revision, "cache_dir": cache_dir}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            where, config=config, dtype=torch_dtype, trust_remote_code=False, **hub
+        )
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **hub)
+    except OSError as exc:
+        raise ModelNotFound(f"model '{ref}' could not be loaded: {exc}") from None
+    model.to(dev).eval()
+    if local is not None:
+        source = {"kind": "local", "ref": ref, "path": str(local)}
+    else:
+        commit = getattr(config, "_commit_hash", None)
+        source = {"kind": "hub", "ref": ref, "revision": revision, "commit": commit}
+    return LoadedModel(model=model, tokenizer=tokenizer, arch=arch, source=source)
+
+
+def max_positions(model: nn.Module) -> int | None:
+    """The longest sequence the model's positions support, if the config says."""
+    return getattr(getattr(model, "config", None), "max_position_embeddings", None)
