@@ -125,6 +125,7 @@ def recover(
     progress: Callable[[float, str], None] | None = None, check_stop: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune in place; returns steps, loss curve and held-out loss/perplexity before and after."""
+    params = recovery_parameters(model, arch, layers)  # fail fast, before tokenizing
     records = load_alpaca(data_path)
     random.Random(seed).shuffle(records)
     held_out, train = records[: options.eval_samples], records[options.eval_samples :]
@@ -145,7 +146,6 @@ def recover(
         total_steps = min(total_steps, options.max_steps)
     warmup = min(options.warmup_steps, max(1, total_steps // 10))
 
-    params = recovery_parameters(model, arch, layers)
     optimizer = torch.optim.AdamW(params, lr=options.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup))
