@@ -54,5 +54,4 @@ def test_recovery_refuses_layers_without_factors(tiny_model, tiny_tokenizer, dat
         recover(tiny_model, tiny_tokenizer, ARCH, [0], RecoveryOptions(enabled=True, max_steps=1),
                 data_dir / "alpaca" / "alpaca_data.subset5000.json", torch.device("cpu"), seed=0)
     with pytest.raises(InvalidInput, match="does not exist"):
-        recover(tiny_model, tiny_tokenizer, ARCH, [0], RecoveryOptions(enabled=True, max_steps=1),
-                data_dir / "alpaca" / "missing.json", torch.device("cpu"), seed=0)
+        load_alpaca(data_dir / "alpaca" / "missing.json")
