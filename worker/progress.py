@@ -16,6 +16,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from app import crud
+from compression.errors import Cancelled
 from app.core.db import session_scope
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,17 @@ class JobTracker:
     # --- callbacks handed to compression.run.run --------------------------------------------------
 
     def progress(self, stage: str, fraction: float | None = None, message: str | None = None) -> None:
+        """run()'s progress callback: record it, and stop right there when asked to.
+
+        run() polls should_stop() between layers; raising Cancelled from the progress callback too makes
+        a cancel or the time limit take effect within one progress step (a calibration batch, an
+        evaluation window) instead of only at the next layer boundary.
+        """
+        self.record(stage, fraction, message)
+        if self.should_stop():
+            raise Cancelled(f"stopped during {stage}: {self.stop_reason}")
+
+    def record(self, stage: str, fraction: float | None = None, message: str | None = None) -> None:
         """Write progress (throttled); a new stage is written at once and logged as a job event."""
         now = self._clock()
         new_stage = stage != self._stage

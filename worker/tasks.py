@@ -71,8 +71,6 @@ def compress(self: Any, job_id: str) -> str:
 def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, Any], tenant_id: int,
              attempt: int) -> Failure | None:
     """Run, upload and publish; returns how the attempt failed, or None once the job is published."""
-    from compression.run import RunSettings, run  # torch: loaded only in a worker, only here
-
     work = Path(settings.home) / "work" / f"{job_id}-{attempt}"
     shutil.rmtree(work, ignore_errors=True)
     tracker = JobTracker(database_url=settings.database_url, job_id=job_id, worker=worker,
@@ -82,6 +80,8 @@ def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, An
         with tracker:
             started = time.monotonic()
             try:
+                from compression.run import RunSettings, run  # torch: loaded only in a worker, only here
+
                 result = run(JobSpec.model_validate(spec), work / "out", settings=_run_settings(settings, RunSettings),
                              progress=tracker.progress, should_stop=tracker.should_stop)
             except Cancelled:
@@ -93,7 +93,7 @@ def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, An
                 return classify(exc)
             if tracker.should_stop():  # cancelled or taken over after the last layer
                 return _stopped(tracker)
-            tracker.progress("upload", 0.0, "uploading the artifact")
+            tracker.record("upload", 0.0, "uploading the artifact")
             return _upload_and_publish(settings, job_id=job_id, worker=worker, tenant_id=tenant_id,
                                        attempt=attempt, out_dir=Path(result.out_dir), report=result.report,
                                        wall_seconds=time.monotonic() - started)
@@ -145,9 +145,13 @@ def _upload_and_publish(settings: Settings, *, job_id: str, worker: str, tenant_
 
 
 def _metrics(report: dict[str, Any], *, wall_seconds: float, attempt: int) -> dict[str, Any]:
-    """What the job row keeps: the library's metrics plus the service's own wall time and attempt."""
-    metrics = dict(report.get("metrics", report)) if isinstance(report, dict) else {}
-    metrics.setdefault("service", {}).update({"wall_seconds": round(wall_seconds, 3), "attempt": attempt})
+    """What the job row keeps: the library's metrics and ratios, plus the service's wall time and attempt."""
+    metrics: dict[str, Any] = dict(report.get("metrics") or {})
+    for key in ("target_ratio", "achieved_ratio", "achieved_ratio_total", "params_before", "params_after",
+                "decoder_linear_params_before", "decoder_linear_params_after", "protocol", "device"):
+        if key in report:
+            metrics[key] = report[key]
+    metrics["service"] = {"wall_seconds": round(wall_seconds, 3), "attempt": attempt}
     return metrics
 
 
