@@ -1,0 +1,204 @@
+"""GRASP vs layer removal vs SVD-LLM on SmolLM2-135M (30 layers): quality, wall time, peak memory.
+
+    nice -n 10 .venv/bin/python -m bench.grasp --ratios 0.2 > bench/results/grasp.md
+
+Rows: dense, grasp (reference order), grasp one-pass, grasp + recovery (the reference-order
+model, then a short Alpaca fine-tune), shortgpt, svd_llm. Columns: WikiText-2 raw test perplexity
+(first 8 windows of 2048 = 16,376 predicted tokens, the models/README protocol), zero-shot accuracy
+on the first N items of PIQA, ARC-easy, HellaSwag, WinoGrande (compression.zeroshot), compression
+wall time and peak memory (CPU: process peak RSS of the stage; CUDA: max allocated).
+
+Calibration: seeded wikitext2 windows (compression.calibration; the tokenized validation split,
+since the raw train split is not available offline). The reference uses ~40-80 windows of 511
+tokens from WikiText-2 train; on a 2-core CPU the default here is 8 x 256, and --calib-samples /
+--calib-seq-len raise it. Recovery on CPU is a short budget (default 20 steps of 8 sequences,
+length 256), not the reference's full epoch of ~50k examples at effective batch 64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from compression.architectures import arch_for  # noqa: E402
+from compression.calibration import calibration_windows, eval_tokens  # noqa: E402
+from compression.errors import InvalidInput, RatioNotReached  # noqa: E402
+from compression.evaluation import peak_memory, perplexity, reset_peak_memory  # noqa: E402
+from compression.methods import CompressionContext, get  # noqa: E402
+from compression.specs import CalibrationSpec, options_class  # noqa: E402
+from compression.surgery import decoder_linear_params  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+TASKS = ("piqa", "arc_easy", "hellaswag", "winogrande")
+METHODS = ("dense", "grasp", "grasp_one_pass", "grasp_recovery", "shortgpt", "svd_llm")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ratios", default="0.1,0.2,0.3", help="comma-separated target ratios")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
+    p.add_argument("--tasks", default=",".join(TASKS), help="zero-shot tasks ('' for none)")
+    p.add_argument("--items", type=int, default=200, help="first N items of each zero-shot task")
+    p.add_argument("--ppl-windows", type=int, default=8, help="windows of 2048 tokens (8 = 16,376 predictions)")
+    p.add_argument("--ppl-seq-len", type=int, default=2048)
+    p.add_argument("--calib-samples", type=int, default=8)
+    p.add_argument("--calib-seq-len", type=int, default=256)
+    p.add_argument("--recovery-steps", type=int, default=20)
+    p.add_argument("--recovery-batch", type=int, default=8)
+    p.add_argument("--recovery-micro-batch", type=int, default=4)
+    p.add_argument("--recovery-max-length", type=int, default=256)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--model-dir", default=None, help="HF folder (default: the converted SmolLM2-135M)")
+    return p.parse_args(argv)
+
+
+def load(model_dir: Path, device: torch.device):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
+    return model, AutoTokenizer.from_pretrained(model_dir)
+
+
+def zero_shot(model, tokenizer, tasks: list[str], items: int, device: torch.device) -> dict[str, float]:
+    if not tasks:
+        return {}
+    from compression import zeroshot  # written by core-io; imported late so ppl-only runs need none of it
+
+    return {task: zeroshot_accuracy(zeroshot, model, tokenizer, task, items, device) for task in tasks}
+
+
+def zeroshot_accuracy(module, model, tokenizer, task: str, items: int, device: torch.device) -> float:
+    result = module.evaluate_task(model, tokenizer, task, DATA, limit=items, device=device)
+    return float(result["acc_norm"] if task in ("hellaswag", "piqa", "arc_easy") and "acc_norm" in result
+                 else result["acc"])
+
+
+def evaluate(model, tokenizer, args, tokens: torch.Tensor, device: torch.device) -> dict[str, Any]:
+    started = time.perf_counter()
+    ppl = perplexity(model, tokens, args.ppl_seq_len, max_windows=args.ppl_windows, device=device)
+    accs = zero_shot(model, tokenizer, [t for t in args.tasks.split(",") if t], args.items, device)
+    return {"ppl": ppl, **accs, "eval_s": time.perf_counter() - started}
+
+
+def compress(model, tokenizer, method: str, ratio: float, calib, options: dict, device, seed=0):
+    ctx = CompressionContext(
+        model=model, tokenizer=tokenizer, arch=arch_for(model.config.model_type),
+        options=options_class(method).model_validate(options), target_ratio=ratio, calibration=calib,
+        device=device, seed=seed, data_dir=DATA,
+    )
+    gc.collect()
+    reset_peak_memory(device)
+    started = time.perf_counter()
+    report = get(method).compress(ctx)
+    return report, time.perf_counter() - started, peak_memory(device)["bytes"]
+
+
+def row(name: str, ratio: float, achieved: float, result: dict, wall: float, peak: int, tasks: list[str], note: str) -> str:
+    accs = [result.get(t) for t in tasks]
+    mean = sum(accs) / len(accs) if accs and all(a is not None for a in accs) else None
+    cells = [name, f"{ratio:.2f}", f"{achieved:.3f}", f"{result['ppl']:.2f}"]
+    cells += [f"{a:.3f}" if a is not None else "-" for a in accs]
+    cells += [f"{mean:.3f}" if mean is not None else "-", f"{wall:.0f}", f"{peak / 2**20:.0f}", note]
+    return "| " + " | ".join(cells) + " |"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.model_dir:
+        model_dir = Path(args.model_dir)
+    else:
+        from tests.support.smollm2 import smollm2_dir
+
+        model_dir = smollm2_dir()
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    tasks = [t for t in args.tasks.split(",") if t]
+    model, tokenizer = load(model_dir, device)
+    tokens = eval_tokens(tokenizer, "wikitext2", DATA)
+    calib = calibration_windows(tokenizer, CalibrationSpec(source="wikitext2", samples=args.calib_samples,
+                                                           seq_len=args.calib_seq_len), DATA, seed=0)
+    print(f"# GRASP bench: {model_dir.name}, device {device}, torch threads {torch.get_num_threads()}\n")
+    print(f"WikiText-2 raw test ppl: {args.ppl_windows} windows x {args.ppl_seq_len}; zero-shot: first {args.items} items "
+          f"(acc_norm for piqa/arc_easy/hellaswag, acc for winogrande); calibration: wikitext2 "
+          f"{args.calib_samples} x {args.calib_seq_len}; recovery: {args.recovery_steps} steps x "
+          f"{args.recovery_batch} seqs, max length {args.recovery_max_length}, lr 3e-4.\n")
+    print("| method | target | achieved | wiki2 ppl | " + "".join(f"{t} | " for t in tasks)
+          + "mean acc | compress s | peak MiB | notes |")
+    print("|" + "---|" * (8 + len(tasks)))
+    sys.stdout.flush()
+    if "dense" in methods:
+        result = evaluate(model, tokenizer, args, tokens, device)
+        print(row("dense", 0.0, 0.0, result, 0.0, peak_memory(device)["bytes"], tasks, f"eval {result['eval_s']:.0f}s"))
+        sys.stdout.flush()
+    del model
+    for ratio in [float(r) for r in args.ratios.split(",") if r]:
+        for method in methods:
+            if method == "dense" or (method == "grasp_recovery" and "grasp" in methods):
+                continue  # dense is ratio-free; recovery continues from the grasp row's model
+            if method == "grasp_recovery":
+                method = "grasp"
+            run_one(method, ratio, args, model_dir, device, tokens, calib, tasks, methods)
+
+
+def run_one(method, ratio, args, model_dir, device, tokens, calib, tasks, methods) -> None:
+    model, tokenizer = load(model_dir, device)
+    arch = arch_for(model.config.model_type)
+    total = decoder_linear_params(model, arch)
+    name, options = method, {}
+    if method == "grasp_one_pass":
+        name, options = "grasp", {"order": "one_pass"}
+    try:
+        report, wall, peak = compress(model, tokenizer, name, ratio, calib, options, device)
+    except (InvalidInput, RatioNotReached) as exc:  # e.g. a ratio layer removal cannot reach on this depth
+        print(f"| {method} | {ratio:.2f} | failed: {exc} |")
+        return
+    achieved = 1 - decoder_linear_params(model, arch) / total
+    result = evaluate(model, tokenizer, args, tokens, device)
+    layers = report.details.get("layers") or report.details.get("removed_layers")
+    note = f"layers {layers}" if layers is not None else ""
+    print(row(method, ratio, achieved, result, wall, peak, tasks, note))
+    sys.stdout.flush()
+    if method == "grasp" and "grasp_recovery" in methods:
+        recover_and_report(model, tokenizer, report, ratio, achieved, wall, args, device, tokens, tasks)
+    del model
+    gc.collect()
+
+
+def recover_and_report(model, tokenizer, report, ratio, achieved, wall, args, device, tokens, tasks) -> None:
+    from compression.recovery import recover
+    from compression.specs import RecoveryOptions
+
+    options = RecoveryOptions(enabled=True, max_steps=args.recovery_steps, batch_size=args.recovery_batch,
+                              micro_batch_size=args.recovery_micro_batch, max_length=args.recovery_max_length,
+                              warmup_steps=max(1, args.recovery_steps // 10), eval_samples=32)
+    reset_peak_memory(device)
+    started = time.perf_counter()
+    metrics = recover(model, tokenizer, arch_for(model.config.model_type), report.details["layers"], options,
+                      DATA / "alpaca" / "alpaca_data.subset5000.json", device, seed=0)
+    took = time.perf_counter() - started
+    peak = peak_memory(device)["bytes"]
+    result = evaluate(model, tokenizer, args, tokens, device)
+    note = (f"+{took:.0f}s recovery; alpaca held-out ppl {metrics['heldout_ppl_before']:.1f} -> "
+            f"{metrics['heldout_ppl_after']:.1f}")
+    print(row("grasp_recovery", ratio, achieved, result, wall + took, peak, tasks, note))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
