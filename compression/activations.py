@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from compression.errors import InvalidInput
-from compression.hooks import calibration_mode, first_tensor, forward_hooks, run_batches
+from compression.hooks import calibration_mode, first_tensor, forward_hooks, run_batches, stop_forward_after
 
 STATS = ("gram", "abs_mean", "abs_max")
 
@@ -23,13 +23,16 @@ def collect_input_stats(
     progress: Callable[[float, str], None] | None = None,
     *,
     dtype: torch.dtype = torch.float32,
+    stop_after: nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run the calibration windows and return, per module name, a statistic of its input x [.., n]:
 
     - "gram": sum over tokens of x x^T, [n, n] (pass dtype=torch.float64 for SVD-LLM);
     - "abs_mean": mean over tokens of |x_j|, [n];
     - "abs_max": max over tokens of |x_j|, [n].
-    Accumulation happens in `dtype` (float32 by default) on `device`.
+    Accumulation happens in `dtype` (float32 by default) on `device`. With `stop_after`, each
+    forward pass is cut short once that module (e.g. a decoder layer) has run, which makes
+    layer-by-layer methods cost O(layer) instead of O(model) per step.
     """
     if stat not in STATS:
         raise InvalidInput(f"unknown activation statistic '{stat}'; choose one of {', '.join(STATS)}")
@@ -55,7 +58,7 @@ def collect_input_stats(
 
         return hook
 
-    with calibration_mode(model), forward_hooks(modules, factory):
+    with calibration_mode(model), forward_hooks(modules, factory), stop_forward_after(stop_after):
         run_batches(model, calibration, device, batch_size, progress)
     missing = [name for name in modules if name not in acc]
     if missing:

@@ -49,6 +49,27 @@ def forward_hooks(modules: dict[str, nn.Module], hook_factory) -> Iterator[None]
             handle.remove()
 
 
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass early; never escapes run_batches."""
+
+
+@contextmanager
+def stop_forward_after(module: nn.Module | None) -> Iterator[None]:
+    """While active, a forward pass ends (silently, inside run_batches) right after `module` ran."""
+    if module is None:
+        yield
+        return
+
+    def hook(mod: nn.Module, args: tuple, output) -> None:
+        raise _StopForward
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 def run_batches(
     model: nn.Module,
     calibration: torch.Tensor,
@@ -62,6 +83,9 @@ def run_batches(
     n = calibration.shape[0]
     for start in range(0, n, batch_size):
         batch = calibration[start : start + batch_size].to(device)
-        model(input_ids=batch, use_cache=False)
+        try:
+            model(input_ids=batch, use_cache=False)
+        except _StopForward:
+            pass
         if progress is not None:
             progress(min(start + batch_size, n) / n, f"calibration batch {start // batch_size + 1}")

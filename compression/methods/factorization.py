@@ -1,0 +1,95 @@
+"""What the uniform-rank SVD baselines share: which linears to factorize, at which rank, and the swap.
+
+The rank rule is per matrix, k = floor((1 - r') m n / (m + n)), where r' is the per-matrix ratio
+that removes `target_ratio` of ALL decoder linear parameters. With every projection targeted,
+r' = target_ratio (the SVD-LLM convention); with a subset, the targeted matrices must give up more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from compression.architectures import iter_target_linears
+from compression.errors import InvalidInput
+from compression.linalg import rank_for_ratio
+from compression.lowrank import LowRankLinear
+from compression.methods.base import CompressionContext
+from compression.surgery import decoder_linear_params, replace_module
+
+# Projections of a Llama-like layer that read the same input tensor: one statistic serves them all.
+SHARED_INPUT_GROUPS: tuple[tuple[str, ...], ...] = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str  # full dotted name, e.g. model.layers.0.self_attn.q_proj
+    layer: int
+    short: str  # q_proj
+    module: nn.Linear
+    rank: int
+
+
+def plan_targets(ctx: CompressionContext, targets: Sequence[str]) -> list[Target]:
+    """Every targeted nn.Linear with its rank, in layer order; refuses unreachable ratios."""
+    found = list(iter_target_linears(ctx.model, ctx.arch, targets))
+    not_dense = [name for name, _, _, module in found if type(module) is not nn.Linear]
+    if not_dense:
+        raise InvalidInput(f"these targets are not plain nn.Linear (already compressed?): {not_dense[:3]}")
+    total = decoder_linear_params(ctx.model, ctx.arch)
+    targeted = sum(m.weight.numel() for _, _, _, m in found)
+    per_matrix = ctx.target_ratio * total / targeted
+    if not 0.0 < per_matrix < 1.0:
+        raise InvalidInput(
+            f"targets {list(targets)} hold {targeted / total:.0%} of the decoder linear parameters, so they "
+            f"cannot remove {ctx.target_ratio:.0%} of them; add targets or lower target_ratio"
+        )
+    return [
+        Target(name, layer, short, module, rank_for_ratio(module.out_features, module.in_features, per_matrix))
+        for name, layer, short, module in found
+    ]
+
+
+def by_layer(plan: list[Target]) -> dict[int, list[Target]]:
+    layers: dict[int, list[Target]] = {}
+    for target in plan:
+        layers.setdefault(target.layer, []).append(target)
+    return layers
+
+
+def input_representatives(plan: list[Target]) -> dict[str, str]:
+    """Map every target name to the target whose input statistic it can reuse (itself by default)."""
+    rep: dict[str, str] = {}
+    first_of_group: dict[tuple[int, int], str] = {}
+    for target in plan:
+        group = next((g for g, names in enumerate(SHARED_INPUT_GROUPS) if target.short in names), None)
+        if group is None:
+            rep[target.name] = target.name
+            continue
+        rep[target.name] = first_of_group.setdefault((target.layer, group), target.name)
+    return rep
+
+
+def install(ctx: CompressionContext, target: Target, out_factor: torch.Tensor, in_factor: torch.Tensor) -> int:
+    """Replace target.module by LowRankLinear(out_factor @ in_factor + bias) in the model's dtype."""
+    linear = target.module
+    bias = linear.bias.detach() if linear.bias is not None else None
+    low_rank = LowRankLinear.from_factors(
+        out_factor.to(linear.weight.device), in_factor.to(linear.weight.device), bias, dtype=linear.weight.dtype
+    )
+    replace_module(ctx.model, target.name, low_rank)
+    return low_rank.rank
+
+
+def require_calibration(ctx: CompressionContext, method: str) -> torch.Tensor:
+    if ctx.calibration is None or ctx.calibration.numel() == 0:
+        raise InvalidInput(f"{method} needs calibration windows (CalibrationSpec), but none were given")
+    return ctx.calibration
+
+
+def weight_f32(target: Target, device: torch.device) -> torch.Tensor:
+    """The weight to decompose: float32 on the work device, whatever the model's dtype."""
+    return target.module.weight.detach().to(device=device, dtype=torch.float32)

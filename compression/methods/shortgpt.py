@@ -1,0 +1,66 @@
+"""ShortGPT (arXiv 2403.03853): delete the decoder layers with the lowest Block Influence.
+
+BI_i = 1 - mean_t cos(h_i, h_{i+1}) is measured once on the dense model (hooks on the layers, so
+pre-final-norm; mean over tokens, which ranks layers like the official sum when every layer sees
+the same tokens). The n lowest-BI layers go, contiguous or not. Each whole layer carries its share
+of the decoder linear parameters, so only ratios of the form (removed layers' share) are reachable.
+"""
+
+from __future__ import annotations
+
+from compression.architectures import decoder_layers
+from compression.attribution import block_influence
+from compression.errors import InvalidInput
+from compression.methods.base import CompressionContext, Compressor, MethodReport, register
+from compression.methods.factorization import require_calibration
+from compression.specs import Method, ShortGPTOptions
+from compression.surgery import remove_layers
+
+TOLERANCE = 0.01  # the achieved ratio must land within 1 percentage point (DESIGN.md section 2)
+
+
+def layers_to_remove(num_layers: int, target_ratio: float, requested: int | None) -> int:
+    """How many of `num_layers` equal layers to drop for target_ratio; refuses unreachable targets."""
+    n = requested if requested is not None else round(target_ratio * num_layers)
+    reachable = ", ".join(f"{i / num_layers:.3g}" for i in range(1, num_layers))
+    if requested is not None and not 1 <= n < num_layers:
+        raise InvalidInput(
+            f"options.num_layers={n} is impossible: shortgpt must remove between 1 and {num_layers - 1} "
+            f"of this model's {num_layers} layers"
+        )
+    if not 1 <= n < num_layers or abs(n / num_layers - target_ratio) > TOLERANCE:
+        hint = f" (num_layers={n} gives {n / num_layers:.3g})" if requested is not None else ""
+        raise InvalidInput(
+            f"target_ratio {target_ratio:g} is not reachable by removing whole layers{hint}: with "
+            f"{num_layers} layers only these ratios are reachable: {reachable}"
+        )
+    return n
+
+
+@register
+class ShortGPT(Compressor):
+    method = Method.SHORTGPT
+
+    def compress(self, ctx: CompressionContext) -> MethodReport:
+        options: ShortGPTOptions = ctx.options  # type: ignore[assignment]
+        calibration = require_calibration(ctx, "shortgpt")
+        layers = decoder_layers(ctx.model, ctx.arch)
+        sizes = {sum(p.numel() for p in layer.parameters()) for layer in layers}
+        if len(sizes) != 1:
+            raise InvalidInput("shortgpt needs decoder layers of equal size; this model's layers differ")
+        n = layers_to_remove(len(layers), ctx.target_ratio, options.num_layers)
+        ctx.check_stop()
+        scores = block_influence(
+            ctx.model, ctx.arch, calibration, ctx.device, progress=lambda f, msg: ctx.progress(0.9 * f, msg)
+        )
+        ctx.check_stop()
+        removed = sorted(scores.argsort()[:n].tolist())
+        remove_layers(ctx.model, ctx.arch, removed)
+        ctx.progress(1.0, f"removed layers {removed}")
+        return MethodReport(
+            details={
+                "removed_layers": removed,
+                "block_influence": [round(float(s), 6) for s in scores],
+                "calibration_windows": int(calibration.shape[0]),
+            }
+        )
