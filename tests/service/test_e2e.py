@@ -114,3 +114,23 @@ def test_another_tenant_gets_404_everywhere(any_stack: Stack, alice: ApiClient) 
         assert response.status_code == 404, (path, response.text)
     assert job["id"] not in {j["id"] for j in bob.http.get("/v1/jobs").json()["items"]}
     assert httpx.get(f"{any_stack.base_url}/v1/jobs/{job['id']}", timeout=10).status_code == 401
+
+
+# svd_llm over many long calibration windows: tens of seconds of Gram collection on this CPU, with a
+# progress call per window, so a cancel lands while the job is busy.
+SLOW_JOB: dict[str, Any] = {**FAST_JOB, "method": "svd_llm",
+                            "calibration": {"source": "tinystories", "samples": 2048, "seq_len": 256}}
+
+
+def test_cancel_of_a_running_job_ends_cancelled_without_artifact(any_stack: Stack, alice: ApiClient) -> None:
+    job = alice.submit_ok(SLOW_JOB)
+    alice.wait(job["id"], lambda j: j["status"] == "running" and j["progress"]["stage"] == "compress",
+               timeout=180, what="the compress stage")
+    response = alice.http.post(f"/v1/jobs/{job['id']}/cancel")
+    assert response.status_code in (200, 202), response.text
+    final = alice.wait_terminal(job["id"], timeout=60)
+    assert final["status"] == "cancelled", f"{final}\n{any_stack.logs()}"
+    assert final["error"]["code"] == "cancelled"
+    assert alice.artifacts(job["id"]) == []
+    row = _db_row(any_stack, job["id"])
+    assert row.status == "cancelled" and row.metrics is None
