@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import sys
 import time
 from pathlib import Path
@@ -67,7 +68,13 @@ def load(model_dir: Path, device: torch.device):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
-    return model, AutoTokenizer.from_pretrained(model_dir)
+    return model, load_tokenizer(model_dir)
+
+
+def load_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
 
 
 def zero_shot(model, tokenizer, tasks: list[str], items: int, device: torch.device) -> dict[str, float]:
@@ -84,13 +91,6 @@ def zeroshot_accuracy(module, model, tokenizer, task: str, items: int, device: t
                  else result["acc"])
 
 
-def evaluate(model, tokenizer, args, tokens: torch.Tensor, device: torch.device) -> dict[str, Any]:
-    started = time.perf_counter()
-    ppl = perplexity(model, tokens, args.ppl_seq_len, max_windows=args.ppl_windows, device=device)
-    accs = zero_shot(model, tokenizer, [t for t in args.tasks.split(",") if t], args.items, device)
-    return {"ppl": ppl, **accs, "eval_s": time.perf_counter() - started}
-
-
 def compress(model, tokenizer, method: str, ratio: float, calib, options: dict, device, seed=0):
     ctx = CompressionContext(
         model=model, tokenizer=tokenizer, arch=arch_for(model.config.model_type),
@@ -104,12 +104,13 @@ def compress(model, tokenizer, method: str, ratio: float, calib, options: dict, 
     return report, time.perf_counter() - started, peak_memory(device)["bytes"]
 
 
-def row(name: str, ratio: float, achieved: float, result: dict, wall: float, peak: int, tasks: list[str], note: str) -> str:
-    accs = [result.get(t) for t in tasks]
+def row(name: str, ratio: float, meta: dict, tasks: list[str]) -> str:
+    accs = [meta["accs"].get(t) for t in tasks]
     mean = sum(accs) / len(accs) if accs and all(a is not None for a in accs) else None
-    cells = [name, f"{ratio:.2f}", f"{achieved:.3f}", f"{result['ppl']:.2f}"]
+    cells = [name, f"{ratio:.2f}", f"{meta['achieved']:.3f}", f"{meta['ppl']:.2f}"]
     cells += [f"{a:.3f}" if a is not None else "-" for a in accs]
-    cells += [f"{mean:.3f}" if mean is not None else "-", f"{wall:.0f}", f"{peak / 2**20:.0f}", note]
+    cells += [f"{mean:.3f}" if mean is not None else "-", f"{meta['wall']:.0f}", f"{meta['peak'] / 2**20:.0f}",
+              meta["note"]]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
     tasks = [t for t in args.tasks.split(",") if t]
-    model, tokenizer = load(model_dir, device)
+    tokenizer = load_tokenizer(model_dir)
     tokens = eval_tokens(tokenizer, "wikitext2", DATA)
     calib = calibration_windows(tokenizer, CalibrationSpec(source="wikitext2", samples=args.calib_samples,
                                                            seq_len=args.calib_seq_len), DATA, seed=0)
@@ -142,45 +143,101 @@ def main(argv: list[str] | None = None) -> None:
           + "mean acc | compress s | peak MiB | notes |")
     print("|" + "---|" * (8 + len(tasks)))
     sys.stdout.flush()
-    if "dense" in methods:
-        result = evaluate(model, tokenizer, args, tokens, device)
-        print(row("dense", 0.0, 0.0, result, 0.0, peak_memory(device)["bytes"], tasks, f"eval {result['eval_s']:.0f}s"))
-        sys.stdout.flush()
-    del model
-    for ratio in [float(r) for r in args.ratios.split(",") if r]:
+    cache = Cache(REPO / ".cache" / "bench-grasp" / cache_tag(args, model_dir))
+    for ratio in [0.0] + [float(r) for r in args.ratios.split(",") if r]:
         for method in methods:
-            if method == "dense" or (method == "grasp_recovery" and "grasp" in methods):
-                continue  # dense is ratio-free; recovery continues from the grasp row's model
-            if method == "grasp_recovery":
-                method = "grasp"
-            run_one(method, ratio, args, model_dir, device, tokens, calib, tasks, methods)
+            if (method == "dense") != (ratio == 0.0):
+                continue
+            try:
+                meta = ensure(cache, method, ratio, args, model_dir, device, tokens, calib, tasks)
+            except (InvalidInput, RatioNotReached) as exc:  # e.g. a ratio layer removal cannot reach
+                print(f"| {method} | {ratio:.2f} | failed: {exc} |")
+            else:
+                print(row(method, ratio, meta, tasks))
+            sys.stdout.flush()
+            gc.collect()
 
 
-def run_one(method, ratio, args, model_dir, device, tokens, calib, tasks, methods) -> None:
-    model, tokenizer = load(model_dir, device)
-    arch = arch_for(model.config.model_type)
-    total = decoder_linear_params(model, arch)
-    name, options = method, {}
-    if method == "grasp_one_pass":
-        name, options = "grasp", {"order": "one_pass"}
-    try:
+def cache_tag(args, model_dir: Path) -> str:
+    return (f"{model_dir.name}-c{args.calib_samples}x{args.calib_seq_len}-r{args.recovery_steps}x"
+            f"{args.recovery_batch}x{args.recovery_max_length}-{args.device}")
+
+
+class Cache:
+    """Compressed models (torch.save) and their measured numbers, so quality passes can run apart."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, method: str, ratio: float, ext: str) -> Path:
+        return self.folder / f"{method}-{ratio:.2f}.{ext}"
+
+    def meta(self, method: str, ratio: float) -> dict[str, Any] | None:
+        path = self._path(method, ratio, "json")
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def save_meta(self, method: str, ratio: float, meta: dict[str, Any]) -> None:
+        self._path(method, ratio, "json").write_text(json.dumps(meta, indent=1))
+
+    def model(self, method: str, ratio: float):
+        path = self._path(method, ratio, "pt")
+        return torch.load(path, weights_only=False) if path.is_file() else None
+
+    def save_model(self, method: str, ratio: float, model) -> None:
+        torch.save(model, self._path(method, ratio, "pt"))
+
+
+def build(cache: Cache, method: str, ratio: float, args, model_dir: Path, device, calib):
+    """(model, meta) for a method: loaded from the cache or compressed (and cached) now."""
+    meta = cache.meta(method, ratio)
+    if meta is not None:
+        model = load(model_dir, device)[0] if method == "dense" else cache.model(method, ratio).to(device)
+        return model, meta
+    tokenizer = load_tokenizer(model_dir)
+    if method == "grasp_recovery":
+        model, base = build(cache, "grasp", ratio, args, model_dir, device, calib)
+        meta = recover_model(model, tokenizer, base, args, device)
+    elif method == "dense":
+        model = load(model_dir, device)[0]
+        meta = {"achieved": 0.0, "wall": 0.0, "peak": peak_memory(device)["bytes"], "note": ""}
+    else:
+        model = load(model_dir, device)[0]
+        arch = arch_for(model.config.model_type)
+        total = decoder_linear_params(model, arch)
+        name, options = ("grasp", {"order": "one_pass"}) if method == "grasp_one_pass" else (method, {})
         report, wall, peak = compress(model, tokenizer, name, ratio, calib, options, device)
-    except (InvalidInput, RatioNotReached) as exc:  # e.g. a ratio layer removal cannot reach on this depth
-        print(f"| {method} | {ratio:.2f} | failed: {exc} |")
-        return
-    achieved = 1 - decoder_linear_params(model, arch) / total
-    result = evaluate(model, tokenizer, args, tokens, device)
-    layers = report.details.get("layers") or report.details.get("removed_layers")
-    note = f"layers {layers}" if layers is not None else ""
-    print(row(method, ratio, achieved, result, wall, peak, tasks, note))
-    sys.stdout.flush()
-    if method == "grasp" and "grasp_recovery" in methods:
-        recover_and_report(model, tokenizer, report, ratio, achieved, wall, args, device, tokens, tasks)
-    del model
-    gc.collect()
+        layers = report.details.get("layers") or report.details.get("removed_layers")
+        meta = {"achieved": 1 - decoder_linear_params(model, arch) / total, "wall": wall, "peak": peak,
+                "layers": layers, "note": f"layers {layers}" if layers is not None else ""}
+    if method != "dense":
+        cache.save_model(method, ratio, model)
+    cache.save_meta(method, ratio, meta)
+    return model, meta
 
 
-def recover_and_report(model, tokenizer, report, ratio, achieved, wall, args, device, tokens, tasks) -> None:
+def ensure(cache: Cache, method: str, ratio: float, args, model_dir, device, tokens, calib, tasks) -> dict:
+    """Compress (or reuse) and measure whatever this run asks for that the cache lacks."""
+    meta = cache.meta(method, ratio)
+    ppl_key, acc_key = f"ppl_{args.ppl_windows}x{args.ppl_seq_len}", f"items{args.items}"
+    missing = [t for t in tasks if t not in meta.get(acc_key, {})] if meta else tasks
+    if meta is None or ppl_key not in meta or missing:
+        model, meta = build(cache, method, ratio, args, model_dir, device, calib)
+        tokenizer = load_tokenizer(model_dir)
+        if ppl_key not in meta:
+            meta[ppl_key] = perplexity(model, tokens, args.ppl_seq_len, max_windows=args.ppl_windows, device=device)
+            cache.save_meta(method, ratio, meta)
+        missing = [t for t in tasks if t not in meta.get(acc_key, {})]
+        for task in missing:
+            meta.setdefault(acc_key, {})[task] = zero_shot(model, tokenizer, [task], args.items, device)[task]
+            cache.save_meta(method, ratio, meta)
+        del model
+    meta["ppl"] = meta[ppl_key]
+    meta["accs"] = meta.get(acc_key, {})
+    return meta
+
+
+def recover_model(model, tokenizer, base: dict, args, device) -> dict[str, Any]:
     from compression.recovery import recover
     from compression.specs import RecoveryOptions
 
@@ -189,15 +246,13 @@ def recover_and_report(model, tokenizer, report, ratio, achieved, wall, args, de
                               warmup_steps=max(1, args.recovery_steps // 10), eval_samples=32)
     reset_peak_memory(device)
     started = time.perf_counter()
-    metrics = recover(model, tokenizer, arch_for(model.config.model_type), report.details["layers"], options,
+    metrics = recover(model, tokenizer, arch_for(model.config.model_type), base["layers"], options,
                       DATA / "alpaca" / "alpaca_data.subset5000.json", device, seed=0)
     took = time.perf_counter() - started
-    peak = peak_memory(device)["bytes"]
-    result = evaluate(model, tokenizer, args, tokens, device)
-    note = (f"+{took:.0f}s recovery; alpaca held-out ppl {metrics['heldout_ppl_before']:.1f} -> "
+    note = (f"grasp +{took:.0f}s recovery; alpaca held-out ppl {metrics['heldout_ppl_before']:.1f} -> "
             f"{metrics['heldout_ppl_after']:.1f}")
-    print(row("grasp_recovery", ratio, achieved, result, wall + took, peak, tasks, note))
-    sys.stdout.flush()
+    return {"achieved": base["achieved"], "wall": base["wall"] + took, "peak": peak_memory(device)["bytes"],
+            "layers": base["layers"], "note": note, "recovery": metrics}
 
 
 if __name__ == "__main__":
