@@ -10,7 +10,7 @@ from torch.func import functional_call
 
 from compression.architectures import arch_for, decoder_layers
 from compression.attribution import block_influence
-from compression.errors import Cancelled, InvalidInput
+from compression.errors import Cancelled, InvalidInput, RatioNotReached
 from compression.export import export, load_compressed
 from compression.grasp_plan import plan
 from compression.linalg import svd
@@ -182,3 +182,10 @@ def test_smollm2_selects_lowest_bi_layers_and_meets_ratio(tiny_calib):
     chosen = report.details["layers"]
     assert chosen == sorted(torch.argsort(bi)[: len(chosen)].tolist()) and len(chosen) == 4
     assert abs(1 - decoder_linear_params(model, ARCH) / total - 0.1) <= 0.01
+
+
+def test_threshold_keeps_data_dependent_ranks_or_fails_with_a_hint(tiny_model, tiny_tokenizer, tiny_calib):
+    calib = tiny_calib[:2, :64]
+    # Keeping 99.9% of the importance keeps nearly every component: far less than 20% removed.
+    with pytest.raises(RatioNotReached, match="lower options.threshold"):
+        get("grasp").compress(_ctx(tiny_model, tiny_tokenizer, calib, 0.2, threshold=0.999))
