@@ -1,0 +1,196 @@
+"""Worker behaviour: re-delivery is a no-op, the sweeper re-queues stale jobs and gives up after
+MAX_ATTEMPTS, and the outcome rules (OOM and bad input are never retried)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from compression.errors import InvalidInput, ModelNotFound, RatioNotReached, TransientError
+from tests.service.support.client import FAST_JOB, ApiClient
+from tests.service.support.infra import fresh_postgres_database
+from tests.service.support.processes import wait_until
+from tests.service.support.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+# --- re-delivery --------------------------------------------------------------------------------
+
+
+def test_redelivery_of_a_finished_job_is_a_no_op(distributed: Stack) -> None:
+    from app.core.db import session_scope
+    from app.models import Artifact, Job, JobEvent
+    from app.queue import enqueue_compress
+
+    alice = distributed.client("alice")
+    job = alice.submit_ok(FAST_JOB)
+    assert alice.wait_terminal(job["id"], timeout=240)["status"] == "succeeded", distributed.logs()
+    settings = distributed.settings()
+
+    def snapshot() -> tuple[Any, ...]:
+        with session_scope(settings.database_url) as session:
+            row = session.scalar(select(Job).where(Job.id == job["id"]))
+            artifacts = session.scalars(select(Artifact.storage_key).where(Artifact.job_id == job["id"])).all()
+            events = session.scalars(select(JobEvent.id).where(JobEvent.job_id == job["id"])).all()
+            return row.status, row.attempts, row.finished_at, row.metrics, sorted(artifacts), len(events)
+
+    before = snapshot()
+    worker = distributed.processes[-1]
+    skips = worker.log_text().count(f"job {job['id']}: nothing to do")
+    enqueue_compress(settings, job["id"])  # the same message again, as a broker re-delivery would send it
+    wait_until(lambda: worker.log_text().count(f"job {job['id']}: nothing to do") > skips, 60,
+               "the worker to receive the duplicate", process=worker)
+    assert snapshot() == before
+
+
+# --- the sweeper (in-process, on a database no worker or other sweeper touches) -----------------
+
+
+@pytest.fixture
+def quiet_database() -> Iterator[str]:
+    with fresh_postgres_database() as url:
+        yield url
+
+
+def _settings(database_url: str) -> Any:
+    from app.core.config import Settings
+
+    return Settings(database_url=database_url, broker_url="memory://", stale_after_seconds=30, max_attempts=3)
+
+
+def _running_job(database_url: str, *, attempts: int, heartbeat_age: float) -> str:
+    from app import crud
+    from app.core.db import session_scope
+    from app.models import Job, utcnow
+    from compression.specs import JobSpec
+
+    spec = JobSpec.model_validate(FAST_JOB).model_dump(mode="json")
+    with session_scope(database_url) as session:
+        tenant = crud.get_or_create_tenant(session, name="sweep")
+        job = crud.create_job(session, tenant_id=tenant.id, spec=spec)
+        session.execute(update(Job).where(Job.id == job.id).values(
+            status="running", attempts=attempts, worker="gone:1", started_at=utcnow(),
+            heartbeat_at=utcnow() - timedelta(seconds=heartbeat_age)))
+        return job.id
+
+
+def _row(database_url: str, job_id: str) -> Any:
+    from app.core.db import session_scope
+    from app.models import Job
+
+    with session_scope(database_url) as session:
+        return session.scalar(select(Job).where(Job.id == job_id))
+
+
+def test_sweeper_requeues_a_stale_job_then_fails_it_after_max_attempts(quiet_database: str) -> None:
+    from app import crud
+    from app.core.db import session_scope
+    from worker.sweeper import sweep_once
+
+    settings = _settings(quiet_database)
+    live = _running_job(quiet_database, attempts=1, heartbeat_age=5)
+    stale = _running_job(quiet_database, attempts=1, heartbeat_age=120)
+    sent: list[str] = []
+    assert sweep_once(settings, sent.append) == [stale] == sent
+    assert _row(quiet_database, stale).status == "queued"
+    assert _row(quiet_database, live).status == "running"
+
+    # The re-sent job is claimed again and its worker dies again, until attempts run out.
+    for attempt in (2, 3):
+        with session_scope(quiet_database) as session:
+            claimed = crud.claim_job(session, job_id=stale, worker=f"w{attempt}:1", stale_after=30, max_attempts=3)
+            assert claimed is not None and claimed.attempts == attempt
+        with session_scope(quiet_database) as session:
+            from app.models import Job, utcnow
+
+            session.execute(update(Job).where(Job.id == stale).values(heartbeat_at=utcnow() - timedelta(seconds=120)))
+        sent.clear()
+        sweep_once(settings, sent.append)
+        expected = "queued" if attempt < 3 else "failed"
+        assert _row(quiet_database, stale).status == expected
+        assert sent == ([stale] if expected == "queued" else [])
+    row = _row(quiet_database, stale)
+    assert row.error_code == "worker_lost" and "3 times" in row.error_message
+
+
+def test_sweeper_resends_a_queued_job_whose_message_was_lost(quiet_database: str) -> None:
+    from app import crud
+    from app.core.db import session_scope
+    from app.models import Job, utcnow
+    from compression.specs import JobSpec
+    from worker.sweeper import sweep_once
+
+    settings = _settings(quiet_database)
+    spec = JobSpec.model_validate(FAST_JOB).model_dump(mode="json")
+    with session_scope(quiet_database) as session:
+        tenant = crud.get_or_create_tenant(session, name="sweep")
+        fresh = crud.create_job(session, tenant_id=tenant.id, spec=spec).id
+        lost = crud.create_job(session, tenant_id=tenant.id, spec=spec).id
+        session.execute(update(Job).where(Job.id == lost).values(updated_at=utcnow() - timedelta(seconds=120)))
+    sent: list[str] = []
+    sweep_once(settings, sent.append)
+    assert sent == [lost]
+    sent.clear()
+    sweep_once(settings, sent.append)  # re-sent at most once per STALE_AFTER_SECONDS
+    assert sent == []
+    assert _row(quiet_database, fresh).status == _row(quiet_database, lost).status == "queued"
+
+
+# --- outcome rules -------------------------------------------------------------------------------
+
+
+class OutOfMemoryError(RuntimeError):
+    """Same name as torch.OutOfMemoryError; the worker recognises OOM without importing torch."""
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "retry"),
+    [
+        (MemoryError(), "out_of_memory", False),
+        (OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out_of_memory", False),
+        (RuntimeError("[enforce fail at alloc_cpu.cpp:116] DefaultCPUAllocator: can't allocate memory"),
+         "out_of_memory", False),
+        (ModelNotFound("model 'a/b' was not found"), "model_not_found", False),
+        (InvalidInput("evaluation.seq_len 9999 exceeds 512"), "invalid_input", False),
+        (RatioNotReached("removed 0.1 but the target was 0.2"), "ratio_not_reached", False),
+        (TransientError("hub timed out"), "transient", True),
+        (ValueError("boom"), "internal", False),
+    ],
+)
+def test_outcome_rules(exc: BaseException, code: str, retry: bool) -> None:
+    from worker.outcome import classify
+
+    failure = classify(exc)
+    assert (failure.code, failure.retry) == (code, retry)
+    assert failure.message
+
+
+def test_tracker_throttles_progress_and_stops_at_the_deadline(quiet_database: str) -> None:
+    """Progress writes are throttled except on a stage change; the time limit turns into a stop."""
+    from app.core.db import session_scope
+    from app.models import JobEvent
+    from compression.errors import Cancelled
+    from worker.progress import JobTracker
+
+    job_id = _running_job(quiet_database, attempts=1, heartbeat_age=0)
+    now = [0.0]
+    tracker = JobTracker(database_url=quiet_database, job_id=job_id, worker="gone:1", heartbeat_seconds=60,
+                         time_limit_seconds=10, min_interval=1.0, clock=lambda: now[0])
+    for i in range(50):  # 50 calls within 0.5 s of fake time: one write
+        now[0] = i * 0.01
+        tracker.progress("calibrate", i / 50, f"window {i}")
+    assert _row(quiet_database, job_id).progress_message == "window 0"
+    tracker.progress("compress", 0.0, "layer 0")
+    assert _row(quiet_database, job_id).progress_stage == "compress"
+    with session_scope(quiet_database) as session:
+        stages = session.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id, JobEvent.kind == "stage"))
+        assert list(stages) == ["calibrate", "compress"]
+    now[0] = 10.5
+    with pytest.raises(Cancelled):
+        tracker.progress("compress", 0.5, "layer 1")
+    assert tracker.stop_reason == "time_limit" and "time limit of 10 s" in tracker.time_limit_message()
