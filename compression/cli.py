@@ -1,0 +1,242 @@
+"""Command line: ``python -m compression.cli compress MODEL --method M --ratio R --out DIR`` and ``... methods``.
+
+The same run() the worker calls, with a progress bar per stage and a before/after table at the end.
+Where models and data may come from is read from the environment here (the library never reads it):
+SPECTRA_MODEL_ROOTS and SPECTRA_DATA_ROOTS (os.pathsep-separated folders), SPECTRA_DATA_DIR (default
+../shared/data beside the repository, if it exists), SPECTRA_HF_CACHE (hub cache; default: HF's own).
+Bad input exits with status 2 and a one-line message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from compression.errors import Cancelled, InvalidInput, SpectraError
+from compression.specs import METHODS, JobSpec
+
+REPO = Path(__file__).resolve().parents[1]
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        _exit(message)
+
+
+def _exit(message: str) -> Any:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_BAD_INPUT)
+
+
+def parse_option(text: str) -> tuple[list[str], Any]:
+    """'recovery.enabled=true' -> (['recovery', 'enabled'], True); values are JSON when they parse."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise InvalidInput(f"--option expects key=value, got '{text}'")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def options_dict(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        path, value = parse_option(item)
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InvalidInput(f"--option {item}: '{part}' was already given a plain value")
+        node[path[-1]] = value
+    return out
+
+
+def _paths(name: str) -> tuple[Path, ...]:
+    return tuple(Path(p) for p in os.environ.get(name, "").split(os.pathsep) if p)
+
+
+def settings_from_env() -> Any:
+    from compression.run import RunSettings
+
+    default_data = REPO.parent / "shared" / "data"
+    data_dir = Path(os.environ["SPECTRA_DATA_DIR"]) if os.environ.get("SPECTRA_DATA_DIR") else default_data
+    data_roots = _paths("SPECTRA_DATA_ROOTS") or (data_dir,)
+    cache = os.environ.get("SPECTRA_HF_CACHE")
+    return RunSettings(model_roots=_paths("SPECTRA_MODEL_ROOTS"), data_dir=data_dir, data_roots=data_roots,
+                       cache_dir=Path(cache) if cache else None)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="spectra", description="Compress a causal LM (SVD family / layer removal).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    methods = sub.add_parser("methods", help="list methods, their settings and defaults")
+    methods.add_argument("--json", action="store_true", help="print each method's JSON Schema")
+    c = sub.add_parser("compress", help="compress MODEL and write an artifact folder")
+    c.add_argument("model", help="hub id 'org/name', or a folder name / absolute path under SPECTRA_MODEL_ROOTS")
+    c.add_argument("--method", required=True, choices=[m.value for m in METHODS])
+    c.add_argument("--ratio", required=True, type=float, help="fraction of decoder linear parameters to remove")
+    c.add_argument("--out", required=True, type=Path, help="artifact folder to create (must not exist)")
+    c.add_argument("--revision", help="hub branch, tag or commit")
+    c.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="method setting, repeatable; JSON values; dotted keys for nested settings")
+    c.add_argument("--calib-source", default=None, help="wikitext2 | c4 | tinystories | alpaca | file")
+    c.add_argument("--calib-path", default=None, help="with --calib-source file: .txt or .jsonl under SPECTRA_DATA_ROOTS")
+    c.add_argument("--calib-samples", type=int, default=None)
+    c.add_argument("--calib-seq-len", type=int, default=None)
+    c.add_argument("--eval-corpus", default=None, help="wikitext2 | tinystories")
+    c.add_argument("--eval-seq-len", type=int, default=None)
+    c.add_argument("--eval-windows", type=int, default=None, help="score only the first N windows")
+    c.add_argument("--eval-batch-size", type=int, default=None)
+    c.add_argument("--no-eval", action="store_true", help="skip perplexity before/after")
+    c.add_argument("--device", default=None, help="auto | cpu | cuda")
+    c.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
+    c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--dense", action="store_true", help="merge factors into plain weights on export")
+    c.add_argument("--export-dtype", default=None, help="weights dtype of the artifact")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def spec_from_args(args: argparse.Namespace) -> JobSpec:
+    def given(**kv: Any) -> dict[str, Any]:
+        return {k: v for k, v in kv.items() if v is not None}
+
+    calibration = given(source=args.calib_source, path=args.calib_path, samples=args.calib_samples,
+                        seq_len=args.calib_seq_len)
+    evaluation = given(corpus=args.eval_corpus, seq_len=args.eval_seq_len, max_windows=args.eval_windows,
+                       batch_size=args.eval_batch_size)
+    if args.no_eval:
+        evaluation["enabled"] = False
+    export = given(dtype=args.export_dtype)
+    if args.dense:
+        export["dense"] = True
+    return JobSpec.model_validate(given(
+        model=args.model, revision=args.revision, method=args.method, target_ratio=args.ratio,
+        options=options_dict(args.option), calibration=calibration, evaluation=evaluation, export=export,
+        device=args.device, dtype=args.dtype, seed=args.seed,
+    ))
+
+
+def _validation_message(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors())
+
+
+def describe_methods(as_json: bool) -> str:
+    if as_json:
+        return json.dumps({m.value: info.options.model_json_schema() for m, info in METHODS.items()}, indent=2)
+    lines: list[str] = []
+    for method, info in METHODS.items():
+        calib = "needs calibration data" if info.requires_calibration else "no calibration data"
+        lines.append(f"{method.value}: {info.summary} ({calib}){' ' + info.paper if info.paper else ''}")
+        lines += _describe_fields(info.options, indent="    ")
+    return "\n".join(lines)
+
+
+def _describe_fields(model: type[BaseModel], indent: str) -> list[str]:
+    lines = []
+    for name, f in model.model_fields.items():
+        ann = f.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            lines.append(f"{indent}{name}.*: {f.description or ann.__doc__ or ''}".rstrip())
+            lines += _describe_fields(ann, indent + "    ")
+            continue
+        default = f.default_factory() if f.default_factory is not None else f.default  # type: ignore[call-arg]
+        lines.append(f"{indent}{name} = {json.dumps(default)}  {f.description or ''}".rstrip())
+    return lines
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    m = report["metrics"]
+
+    def fmt(v: Any) -> str:
+        return "-" if v is None else f"{v:,.4g}" if isinstance(v, float) else f"{v:,}"
+
+    rows = [
+        ("parameters (whole model)", fmt(report["params_before"]), fmt(report["params_after"])),
+        ("decoder linear parameters", fmt(report["decoder_linear_params_before"]),
+         fmt(report["decoder_linear_params_after"])),
+        (f"perplexity ({(report.get('protocol') or {}).get('corpus', 'off')})", fmt(m.get("ppl_before")),
+         fmt(m.get("ppl_after"))),
+    ]
+    out = [f"{'':28}{'before':>16}{'after':>16}"] + [f"{a:28}{b:>16}{c:>16}" for a, b, c in rows]
+    out.append(f"ratio removed: {report['achieved_ratio']:.4f} of decoder linears (target "
+               f"{report['target_ratio']}), {report['achieved_ratio_total']:.4f} of the whole model")
+    out.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in m["seconds"].items()))
+    out.append(f"peak memory: {m['peak_memory_bytes'] / 2**20:,.0f} MiB ({m['peak_memory_kind']})")
+    return "\n".join(out)
+
+
+class _Bars:
+    """One tqdm bar per stage, on stderr."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.stage, self.bar = quiet, "", None
+
+    def __call__(self, stage: str, fraction: float, message: str) -> None:
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage, self.bar = stage, tqdm(total=100, desc=f"{stage:16}", file=sys.stderr, leave=True,
+                                               bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
+        assert self.bar is not None
+        self.bar.n = round(fraction * 100)
+        self.bar.set_postfix_str(message[:60], refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from compression.run import run
+
+    spec = spec_from_args(args)
+    bars = _Bars(args.quiet)
+    try:
+        result = run(spec, args.out, settings=settings_from_env(), progress=bars)
+    finally:
+        bars.close()
+    print(summary_table(result.report))
+    print(f"artifact: {result.out_dir} ({len(result.files)} files)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        if args.command == "methods":
+            print(describe_methods(args.json))
+            return 0
+        return _compress(args)
+    except ValidationError as exc:
+        print(f"error: {_validation_message(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except InvalidInput as exc:
+        hint = " (allowed folders come from SPECTRA_MODEL_ROOTS / SPECTRA_DATA_ROOTS)" if "root" in str(exc) else ""
+        print(f"error: {exc}{hint}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (Cancelled, KeyboardInterrupt):
+        print("cancelled", file=sys.stderr)
+        return 130
+    except SpectraError as exc:  # e.g. RatioNotReached: a valid request the method could not satisfy
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""CLI: methods listing, --option parsing, a real compress run, bad input -> exit 2 with no traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from compression.cli import main, options_dict
+from compression.errors import InvalidInput
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def env(monkeypatch: pytest.MonkeyPatch, shared_dir: Path) -> Path:
+    monkeypatch.setenv("SPECTRA_MODEL_ROOTS", str(shared_dir / "models"))
+    monkeypatch.setenv("SPECTRA_DATA_DIR", str(shared_dir / "data"))
+    monkeypatch.delenv("SPECTRA_DATA_ROOTS", raising=False)
+    return shared_dir
+
+
+def test_options_parse_json_and_dotted_keys() -> None:
+    assert options_dict(["alpha=0.25", "recovery.enabled=true", "recovery.max_steps=3", "scaling=abs_max",
+                         'targets=["q_proj"]']) == {
+        "alpha": 0.25, "recovery": {"enabled": True, "max_steps": 3}, "scaling": "abs_max", "targets": ["q_proj"]}
+    with pytest.raises(InvalidInput, match="key=value"):
+        options_dict(["alpha"])
+
+
+def test_methods_lists_every_method_with_defaults_without_torch() -> None:
+    code = ("import sys; from compression.cli import main; rc = main(['methods']); "
+            "assert 'torch' not in sys.modules, 'methods must stay torch-free'; sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for name in ("svd:", "asvd:", "svd_llm:", "shortgpt:", "grasp:", "soco:", "alpha = 0.5", "recovery.*"):
+        assert name in done.stdout
+
+
+def test_compress_end_to_end(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "svd-artifact"
+    rc = main(["compress", "TinyStories-656K", "--method", "svd", "--ratio", "0.3", "--out", str(out),
+               "--eval-corpus", "tinystories", "--eval-seq-len", "128", "--eval-windows", "2", "--device", "cpu",
+               "--option", 'targets=["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"]'])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "perplexity (tinystories)" in captured.out and "ratio removed: 0.30" in captured.out
+    report = json.loads((out / "compression.json").read_text())
+    assert report["method"] == "svd" and report["protocol"]["windows"] == 2
+    assert "compress" in captured.err  # the progress bars
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--method", "svd", "--ratio", "1.5"], "target_ratio"),
+        (["--method", "svd", "--ratio", "0.2", "--option", "nope=1"], "nope"),
+        (["--method", "asvd", "--ratio", "0.2", "--option", "alpha=7"], "alpha"),
+        (["--method", "svd", "--ratio", "0.2", "--model-x"], "unrecognized"),
+    ],
+)
+def test_bad_input_exits_2_with_message(argv: list[str], message: str, env: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc_info:
+        raise SystemExit(main(["compress", "TinyStories-656K", "--out", str(tmp_path / "o"), *argv]))
+    assert exc_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_model_outside_roots_exits_2(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["compress", "/etc", "--method", "svd", "--ratio", "0.2", "--out", str(tmp_path / "o")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "outside the allowed model roots" in err and "SPECTRA_MODEL_ROOTS" in err
+    assert not (tmp_path / "o").exists()
