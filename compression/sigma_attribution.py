@@ -12,7 +12,7 @@ shifts once), the bias is kept in the surrogate forward, and any leading input s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +21,7 @@ from torch import nn
 
 from compression.hooks import calibration_mode
 from compression.linalg import svd
+from compression.prefix_cache import PrefixCache
 from compression.surgery import replace_module
 
 
@@ -113,10 +114,12 @@ def accumulate_sigma_gradients(
     device: torch.device,
     progress: Callable[[float, str], None] | None = None,
     check_stop: Callable[[], None] | None = None,
+    prefix: PrefixCache | None = None,
 ) -> dict[str, SigmaGradients]:
     """Backpropagate the loss of each calibration window (batch size 1) and sum dL/ds per module.
 
-    On CUDA the forward/backward runs under bf16 autocast; the sums are always float32.
+    On CUDA the forward/backward runs under bf16 autocast; the sums are always float32. With
+    ``prefix`` (built on these same windows) the unchanged bottom layers are not recomputed.
     """
     if calibration.dim() != 2 or calibration.shape[0] < 1:
         raise ValueError(f"calibration must be a LongTensor [n >= 1, seq_len], got {tuple(calibration.shape)}")
@@ -130,10 +133,15 @@ def accumulate_sigma_gradients(
     }
     use_autocast = torch.device(device).type == "cuda"
     n = calibration.shape[0]
-    with calibration_mode(model), only_sigma_trainable(model, surrogates), torch.enable_grad():
+    if prefix is not None and len(prefix.inputs) not in (0, n):
+        raise ValueError(f"the prefix cache holds {len(prefix.inputs)} windows, the calibration {n}")
+    skip = prefix.active() if prefix is not None else nullcontext()
+    with calibration_mode(model), only_sigma_trainable(model, surrogates), torch.enable_grad(), skip:
         for b in range(n):
             if check_stop is not None:
                 check_stop()
+            if prefix is not None:
+                prefix.use(b)
             ids = calibration[b : b + 1].to(device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_autocast):
                 loss = next_token_loss(model, ids)

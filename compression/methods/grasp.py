@@ -25,6 +25,7 @@ from compression.grasp_plan import TOLERANCE, GraspPlan, plan
 from compression.linalg import rank_for_ratio, svd
 from compression.lowrank import LowRankLinear
 from compression.methods.base import CompressionContext, Compressor, MethodReport, register
+from compression.prefix_cache import PrefixCache
 from compression.sigma_attribution import SigmaGradients, accumulate_sigma_gradients, select_components, sigma_surrogates
 from compression.specs import GraspOptions, Method
 from compression.surgery import decoder_linear_params, replace_module
@@ -91,6 +92,8 @@ class Grasp(Compressor):
         )
         chosen, bi = choose_layers(ctx, options, grasp_plan.num_layers)
         calibration = ctx.calibration[: options.calibration_samples or ctx.calibration.shape[0]]
+        # Layers below the lowest chosen one never change: their output is computed once.
+        cache = PrefixCache(ctx.model, ctx.arch, min(chosen), calibration, ctx.device)
 
         started = time.perf_counter()
         ranks: dict[str, int] = {}
@@ -98,13 +101,15 @@ class Grasp(Compressor):
             units = [(layer, block) for layer in sorted(chosen, reverse=True) for block in blocks(ctx.arch, targets)]
             for i, (layer, (block, names)) in enumerate(units):
                 ctx.check_stop()
-                prefix = f"layer {layer} {block} ({i + 1}/{len(units)})"
-                progress = _sub_progress(ctx, i, len(units), prefix)
-                ranks.update(self._score_and_compile(ctx, options, grasp_plan, calibration, [layer], names, progress))
+                label = f"layer {layer} {block} ({i + 1}/{len(units)})"
+                progress = _sub_progress(ctx, i, len(units), label)
+                ranks.update(self._score_and_compile(ctx, options, grasp_plan, calibration, cache, [layer], names,
+                                                     progress))
         else:
             ctx.check_stop()
             progress = _sub_progress(ctx, 0, 1, f"layers {chosen} in one pass")
-            ranks.update(self._score_and_compile(ctx, options, grasp_plan, calibration, chosen, targets, progress))
+            ranks.update(self._score_and_compile(ctx, options, grasp_plan, calibration, cache, chosen, targets,
+                                                 progress))
         attribution_s = time.perf_counter() - started
 
         achieved = 1.0 - decoder_linear_params(ctx.model, ctx.arch) / total
@@ -128,7 +133,7 @@ class Grasp(Compressor):
 
     def _score_and_compile(
         self, ctx: CompressionContext, options: GraspOptions, grasp_plan: GraspPlan,
-        calibration: torch.Tensor, layers: list[int], names: list[str], progress,
+        calibration: torch.Tensor, prefix: PrefixCache, layers: list[int], names: list[str], progress,
     ) -> dict[str, int]:
         linears = {full: mod for full, _, _, mod in iter_target_linears(ctx.model, ctx.arch, names, layers)}
         for full, mod in linears.items():
@@ -136,7 +141,8 @@ class Grasp(Compressor):
                 raise InvalidInput(f"{full} is {type(mod).__name__}, not nn.Linear: is the model already compressed?")
         with sigma_surrogates(ctx.model, linears) as surrogates:
             grads: dict[str, SigmaGradients] = accumulate_sigma_gradients(
-                ctx.model, surrogates, calibration, ctx.device, progress=progress, check_stop=ctx.check_stop
+                ctx.model, surrogates, calibration, ctx.device, progress=progress, check_stop=ctx.check_stop,
+                prefix=prefix,
             )
         ranks = {}
         for full, linear in linears.items():

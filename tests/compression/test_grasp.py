@@ -16,6 +16,7 @@ from compression.grasp_plan import plan
 from compression.linalg import svd
 from compression.lowrank import LowRankLinear
 from compression.methods import CompressionContext, get
+from compression.prefix_cache import PrefixCache
 from compression.sigma_attribution import (
     SigmaLinear, accumulate_sigma_gradients, select_components, sigma_surrogates,
 )
@@ -189,3 +190,15 @@ def test_threshold_keeps_data_dependent_ranks_or_fails_with_a_hint(tiny_model, t
     # Keeping 99.9% of the importance keeps nearly every component: far less than 20% removed.
     with pytest.raises(RatioNotReached, match="lower options.threshold"):
         get("grasp").compress(_ctx(tiny_model, tiny_tokenizer, calib, 0.2, threshold=0.999))
+
+
+def test_prefix_cache_gives_the_same_gradients_as_the_full_forward(tiny_model, tiny_calib):
+    calib = tiny_calib[:3, :64]
+    linear = tiny_model.get_submodule(TARGET)
+    with sigma_surrogates(tiny_model, {TARGET: linear}) as surrogates:
+        full = accumulate_sigma_gradients(tiny_model, surrogates, calib, torch.device("cpu"))[TARGET]
+        cache = PrefixCache(tiny_model, ARCH, 1, calib, torch.device("cpu"))
+        assert len(cache.inputs) == 3
+        cached = accumulate_sigma_gradients(tiny_model, surrogates, calib, torch.device("cpu"), prefix=cache)[TARGET]
+    torch.testing.assert_close(cached.signed, full.signed, rtol=1e-5, atol=1e-7)
+    assert isinstance(decoder_layers(tiny_model, ARCH)[0], type(decoder_layers(tiny_model, ARCH)[1]))  # restored
