@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import lru_cache
@@ -10,11 +11,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.middleware import BodySizeLimit, HttpMetrics
 from app.api.ratelimit import RateLimiter
@@ -44,6 +47,22 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
         for err in exc.errors()
     ]
     return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    methods: set[str] = set()
+    for template, operations in app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names only the first route that matched the path; list every documented method.
+        headers["Allow"] = ", ".join(_allowed_methods(request.app, request.url.path))
+    return await http_exception_handler(request, StarletteHTTPException(exc.status_code, exc.detail, headers))
 
 
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
@@ -85,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
 
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     for db_error in (OperationalError, DBAPIError, PoolTimeout):
         app.add_exception_handler(db_error, _database_unavailable)
     app.add_exception_handler(StorageError, _storage_unavailable)

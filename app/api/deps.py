@@ -14,6 +14,7 @@ from app.core.config import Settings
 from app.core.db import session_factory
 from app.crud import authenticate
 from app.models import Tenant
+from app.schemas import ErrorOut
 from app.security import hash_api_key, looks_like_api_key
 from app.storage import ArtifactStore
 
@@ -73,3 +74,11 @@ def current_tenant(
 
 
 TenantDep = Annotated[Tenant, Depends(current_tenant)]
+
+# Documented on every authenticated route, so the OpenAPI lists every status a client can get.
+AUTH_RESPONSES: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorOut, "description": "Missing, invalid or revoked X-API-Key"},
+    413: {"model": ErrorOut, "description": "Request body over SPECTRA_MAX_BODY_BYTES"},
+    429: {"model": ErrorOut, "description": "Per-key rate limit exceeded; see Retry-After"},
+    503: {"model": ErrorOut, "description": "Database, broker or store unavailable; retry"},
+}

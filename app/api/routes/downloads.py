@@ -18,7 +18,9 @@ router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 @router.get(
     "/download", response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}, "description": "The file"},
-               403: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+               403: {"model": ErrorOut, "description": "Token invalid or expired"},
+               404: {"model": ErrorOut, "description": "No such artifact, or the store is S3"},
+               503: {"model": ErrorOut, "description": "Artifact store unavailable"}},
     summary="Download one artifact file through a link from /v1/jobs/{id}/artifacts",
     description="No API key: the token is the credential. It names exactly one object and expires.",
 )

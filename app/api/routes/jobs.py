@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
 from app import crud
-from app.api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
+from app.api.deps import AUTH_RESPONSES, SessionDep, SettingsDep, StoreDep, TenantDep
 from app.api.validation import check_allowed_paths, decode_cursor, encode_cursor, field_error
 from app.jobstates import JobStatus
 from app.queue import enqueue_compress
@@ -20,7 +20,7 @@ from app.schemas import ArtifactOut, ErrorOut, EventOut, JobOut, JobPage
 from compression.specs import JobSpec, Method
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTH_RESPONSES)
 
 NOT_FOUND = {404: {"model": ErrorOut, "description": "No such job for this tenant"}}
 

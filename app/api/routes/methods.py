@@ -6,11 +6,11 @@ from functools import lru_cache
 
 from fastapi import APIRouter
 
-from app.api.deps import TenantDep
+from app.api.deps import AUTH_RESPONSES, TenantDep
 from app.schemas import MethodOut
 from compression.specs import METHODS
 
-router = APIRouter(prefix="/v1/methods", tags=["methods"])
+router = APIRouter(prefix="/v1/methods", tags=["methods"], responses=AUTH_RESPONSES)
 
 
 @lru_cache(maxsize=1)
