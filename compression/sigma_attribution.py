@@ -26,7 +26,10 @@ from compression.surgery import replace_module
 
 
 class SigmaLinear(nn.Module):
-    """y = x (U diag(s) V^T)^T + b, with only ``s`` requiring grad (U, V^T, b are buffers)."""
+    """y = x (U diag(s) V^T)^T + b, with only ``s`` requiring grad (U, V^T, b are buffers).
+
+    U and V^T are kept in the weight's dtype (bf16 on GPU for memory); s and its gradient are fp32.
+    """
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
@@ -34,7 +37,6 @@ class SigmaLinear(nn.Module):
         u, s, vh = svd(weight)  # float32 thin SVD, sign-fixed
         self.in_features = linear.in_features
         self.out_features = linear.out_features
-        # U and V^T stay in the model's dtype (bf16 on GPU for memory); s and its gradient are fp32.
         self.register_buffer("u", u.to(weight.dtype), persistent=False)
         self.register_buffer("vh", vh.to(weight.dtype), persistent=False)
         self.register_buffer("sigma", s.clone(), persistent=False)
@@ -44,9 +46,11 @@ class SigmaLinear(nn.Module):
         self.s = nn.Parameter(s.clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = (self.u * self.s.to(self.u.dtype)) @ self.vh
+        # Factored as ((x V) * s) U^T: tokens * (m + n) * r flops instead of rebuilding the m x n
+        # weight (m * n * r) every pass; the s product (and so dL/ds) is taken in fp32.
+        coefficients = F.linear(x, self.vh).float() * self.s
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, weight.to(x.dtype), bias)
+        return F.linear(coefficients.to(x.dtype), self.u, bias)
 
 
 @dataclass
