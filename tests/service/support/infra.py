@@ -9,8 +9,10 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
+from typing import Any
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import redis
@@ -102,3 +104,49 @@ def moto_s3() -> Iterator[S3Server]:
         yield s3
     finally:
         server.stop()
+
+
+class RedisServer:
+    """A redis-server of our own on a free port, so a test can restart it without touching others'."""
+
+    def __init__(self, workdir: Path, log_dir: Path) -> None:
+        from tests.service.support.processes import free_port
+
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._workdir, self._log_dir = workdir, log_dir
+        self._generation = 0
+        self.process = self._start()
+
+    def _start(self) -> Any:
+        from tests.service.support.processes import Process, wait_until
+
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        self._generation += 1
+        # No persistence, as in CI: a restart loses every message, which is what the sweeper must survive.
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                   "--appendonly", "no", "--dir", str(self._workdir)]
+        process = Process(f"redis-{self.port}-{self._generation}", command, os.environ, self._log_dir)
+        wait_until(self._answers, 20, "redis-server", process=process)
+        return process
+
+    def _answers(self) -> bool:
+        client = redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+        finally:
+            client.close()
+
+    def restart(self, down_seconds: float = 1.0) -> None:
+        import signal
+        import time
+
+        self.process.kill(signal.SIGKILL)
+        self.process.stop()
+        time.sleep(down_seconds)
+        self.process = self._start()
+
+    def stop(self) -> None:
+        self.process.stop()

@@ -48,6 +48,7 @@ class Stack:
         self.base_url = f"http://127.0.0.1:{port}"
         self.log_dir = log_dir
         self.processes: list[Process] = []
+        self.workers: list[Process] = []
         self._clients: dict[str, ApiClient] = {}
 
     def start_api(self) -> Process:
@@ -63,7 +64,15 @@ class Stack:
     def start_worker(self, name: str, **extra_env: str) -> Process:
         process = start_worker({**self.env, **extra_env}, name, self.log_dir)
         self.processes.append(process)
+        self.workers.append(process)
         return process
+
+    def only_worker(self, name: str, **extra_env: str) -> Process:
+        """Stop every worker of this stack, then start one (with extra settings, e.g. a time limit)."""
+        for process in self.workers:
+            process.stop()
+        self.workers.clear()
+        return self.start_worker(name, **extra_env)
 
     def create_key(self, tenant: str) -> str:
         done = subprocess.run([sys.executable, "-m", "app.cli", "admin", "create-key", "--tenant", tenant],

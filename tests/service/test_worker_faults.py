@@ -1,0 +1,101 @@
+"""Faults with real processes (issue #6): a SIGKILLed worker, a Redis restart, a job past its time limit.
+
+These run on a stack of their own (own redis-server, own PostgreSQL database) because they kill
+things. Timings: heartbeat 1 s, stale after 8 s, sweep every 2 s (tests/service/support/stack.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.service.conftest import distributed_env
+from tests.service.support.client import FAST_JOB, ApiClient
+from tests.service.support.infra import RedisServer, S3Server, fresh_postgres_database
+from tests.service.support.stack import Stack, new_port, running_stack
+
+pytestmark = pytest.mark.integration
+
+# A few seconds of whitened SVD with a progress call per calibration window.
+MEDIUM_JOB: dict[str, Any] = {**FAST_JOB, "method": "svd_llm",
+                              "calibration": {"source": "tinystories", "samples": 64, "seq_len": 128}}
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    folder = tmp_path_factory.mktemp("redis")
+    server = RedisServer(folder / "data", folder / "logs")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory: pytest.TempPathFactory, hf_home: Path, s3_server: S3Server,
+           redis_server: RedisServer) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("faults")
+    port = new_port()
+    with fresh_postgres_database() as database_url:
+        env = distributed_env(home, hf_home, port, database_url, redis_server.url, s3_server)
+        with running_stack(env, port, home / "logs", embedded=False, workers=0) as stack:
+            yield stack
+
+
+def _events(client: ApiClient, job_id: str) -> list[str]:
+    return [e["message"] for e in client.events(job_id)]
+
+
+def _keys(s3: S3Server, job_id: str) -> list[str]:
+    listing = s3.client().list_objects_v2(Bucket=s3.bucket)
+    return [o["Key"] for o in listing.get("Contents", []) if f"/jobs/{job_id}/" in o["Key"]]
+
+
+def test_sigkilled_worker_job_is_redelivered_and_completes_exactly_once(faulty: Stack, s3_server: S3Server) -> None:
+    first = faulty.only_worker("doomed")
+    alice = faulty.client("alice")
+    job = alice.submit_ok(MEDIUM_JOB)
+    alice.wait(job["id"], lambda j: j["status"] == "running" and j["progress"]["stage"] == "compress",
+               timeout=120, what="the job to be compressing")
+    first.kill()  # SIGKILL the whole worker: main process and pool child, mid-job
+    faulty.start_worker("rescuer")
+    final = alice.wait_terminal(job["id"], timeout=180)
+    assert final["status"] == "succeeded", f"{final}\n{faulty.logs()}"
+    assert final["attempts"] == 2
+    events = _events(alice, job["id"])
+    assert "worker lost after attempt 1; re-queued" in events
+    assert events.count("succeeded") == 1
+    artifacts = alice.artifacts(job["id"])
+    assert len({a["name"] for a in artifacts}) == len(artifacts) > 0
+    # Only the successful attempt's upload exists; the killed attempt never got to upload.
+    keys = _keys(s3_server, job["id"])
+    assert keys and all("/attempt-2/" in k for k in keys), keys
+
+
+def test_redis_restart_loses_no_job(faulty: Stack, redis_server: RedisServer) -> None:
+    if not any(w.alive() for w in faulty.workers):
+        faulty.only_worker("steady")
+    alice = faulty.client("alice")
+    running = alice.submit_ok(MEDIUM_JOB)
+    waiting = [alice.submit_ok(FAST_JOB) for _ in range(2)]
+    alice.wait(running["id"], lambda j: j["status"] == "running", timeout=120, what="the first job to run")
+    redis_server.restart()  # no persistence: the two queued messages are gone
+    for job in [running, *waiting]:
+        final = alice.wait_terminal(job["id"], timeout=180)
+        assert final["status"] == "succeeded", f"{final}\n{faulty.logs()}"
+
+
+def test_job_past_its_time_limit_fails_with_that_reason(faulty: Stack) -> None:
+    faulty.only_worker("hurried", SPECTRA_JOB_TIME_LIMIT_SECONDS="6")
+    alice = faulty.client("alice")
+    slow = {**MEDIUM_JOB, "calibration": {"source": "tinystories", "samples": 4096, "seq_len": 256}}
+    job = alice.submit_ok(slow)
+    final = alice.wait_terminal(job["id"], timeout=120)
+    assert final["status"] == "failed", final
+    assert final["error"]["code"] == "time_limit"
+    assert "time limit of 6 s" in final["error"]["message"]
+    assert final["attempts"] == 1  # not retried
+    assert alice.artifacts(job["id"]) == []
