@@ -75,22 +75,28 @@ def resolve_local(ref: str, model_roots: Sequence[Path]) -> Path | None:
     raise ModelNotFound(f"no model folder named '{ref}' under the allowed model roots: {searched}")
 
 
-def _read_config(ref: str, revision: str | None, cache_dir: Path | None, local: Path | None) -> Any:
-    from transformers import AutoConfig
+def _hub_snapshot(ref: str, revision: str | None, cache_dir: Path | None) -> Path:
+    """Resolve ref@revision to its snapshot folder (named by the commit), by HF's own hub/cache rules."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
 
-    if local is not None:
-        model_type = json.loads((local / "config.json").read_text()).get("model_type")
-        arch_for(str(model_type))  # refuse unsupported types before transformers tries to parse them
-        return AutoConfig.from_pretrained(local, trust_remote_code=False)
     try:
-        return AutoConfig.from_pretrained(ref, revision=revision, cache_dir=cache_dir, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        if "model type" in str(exc) or "model_type" in str(exc):
-            raise InvalidInput(f"model '{ref}' has a model type transformers does not know: {exc}") from None
+        config_path = hf_hub_download(ref, "config.json", revision=revision, cache_dir=cache_dir)
+    except (OSError, ValueError, HfHubHTTPError) as exc:
         where = f" at revision '{revision}'" if revision else ""
         raise ModelNotFound(
-            f"model '{ref}'{where} was not found on the Hugging Face hub or in its cache ({exc})"
+            f"model '{ref}'{where} was not found on the Hugging Face hub or in its cache "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         ) from None
+    return Path(config_path).parent  # .../snapshots/<commit>/config.json
+
+
+def _read_config(folder: Path) -> Any:
+    from transformers import AutoConfig
+
+    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    arch_for(str(model_type))  # refuse unsupported types before transformers tries to parse them
+    return AutoConfig.from_pretrained(folder, trust_remote_code=False)
 
 
 def load_model(
@@ -108,11 +114,14 @@ def load_model(
     local = resolve_local(ref, model_roots)
     if local is not None and revision:
         raise InvalidInput("revision applies to hub ids only; a local model folder has no revisions")
-    config = _read_config(ref, revision, cache_dir, local)
+    snapshot = local if local is not None else _hub_snapshot(ref, revision, cache_dir)
+    config = _read_config(snapshot)
     arch = arch_for(config.model_type)
     torch_dtype, dev = resolve_dtype(dtype), resolve_device(device)
+    commit = snapshot.name
     where: Any = local if local is not None else ref
-    hub = {} if local is not None else {"revision": revision, "cache_dir": cache_dir}
+    # Hub loads are pinned to the commit just resolved, so config and weights cannot come from two revisions.
+    hub = {} if local is not None else {"revision": commit, "cache_dir": cache_dir}
     try:
         model = AutoModelForCausalLM.from_pretrained(
             where, config=config, dtype=torch_dtype, trust_remote_code=False, **hub
@@ -124,7 +133,6 @@ def load_model(
     if local is not None:
         source = {"kind": "local", "ref": ref, "path": str(local)}
     else:
-        commit = getattr(config, "_commit_hash", None)
         source = {"kind": "hub", "ref": ref, "revision": revision, "commit": commit}
     return LoadedModel(model=model, tokenizer=tokenizer, arch=arch, source=source)
 
