@@ -67,6 +67,8 @@ def test_artifacts_download_through_signed_links(api: ApiServer, tmp_path: Path)
     assert refused.status_code == 403 and "signature" in refused.json()["detail"]
     with api.client(api.new_key("not-the-owner")) as client:
         assert client.get(f"/v1/jobs/{job['id']}/artifacts").status_code == 404
+    durations = httpx.get(f"{api.base_url}/metrics").text
+    assert 'spectra_job_duration_seconds_count{status="succeeded"}' in durations
 
 
 def test_readyz_healthz_and_metrics(api: ApiServer) -> None:
@@ -76,7 +78,10 @@ def test_readyz_healthz_and_metrics(api: ApiServer) -> None:
     with api.client(api.new_key("metrics")) as client:
         client.post("/v1/jobs", json=job_body())
     text = httpx.get(f"{api.base_url}/metrics").text
-    assert 'spectra_jobs{status="queued"}' in text and "spectra_queue_depth" in text
+    assert 'spectra_jobs{status="queued"}' in text
+    source = "broker" if api.broker_url.startswith("redis") else "sql"  # Redis: LLEN of the gpu queue
+    depth = next(line for line in text.splitlines() if line.startswith(f'spectra_queue_depth{{source="{source}"}}'))
+    assert float(depth.split()[-1]) >= 1
     assert 'spectra_http_requests_total{method="POST",route="/v1/jobs",status="202"}' in text
     assert "spectra_http_request_duration_seconds_bucket" in text
 
