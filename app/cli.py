@@ -71,14 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def migrate() -> None:
-    """alembic upgrade head, with the URL from settings (alembic/env.py reads them)."""
-    from alembic import command
-    from alembic.config import Config
+    """alembic upgrade head on SPECTRA_DATABASE_URL."""
+    from app.core.config import get_settings
+    from app.core.migrations import upgrade_head
 
-    config = Config(str(REPO_ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(REPO_ROOT / "alembic"))
-    config.attributes["configure_logging"] = False  # keep the caller's logging setup
-    command.upgrade(config, "head")
+    upgrade_head(get_settings().database_url or "")
 
 
 def create_key(tenant: str) -> str:

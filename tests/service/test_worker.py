@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from compression.errors import InvalidInput, ModelNotFound, RatioNotReached, TransientError
-from tests.service.support.client import FAST_JOB, ApiClient
+from tests.service.support.client import FAST_JOB
 from tests.service.support.infra import fresh_postgres_database
 from tests.service.support.processes import wait_until
 from tests.service.support.stack import Stack

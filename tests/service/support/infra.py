@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -14,40 +13,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import redis
-from sqlalchemy.engine import make_url
 
 from tests.service.support.processes import REPO
 
-POSTGRES_URL = os.environ.get("SPECTRA_TEST_POSTGRES_URL",
-                              "postgresql+psycopg://postgres:spectra@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("SPECTRA_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 S3_BUCKET = "spectra-test"
 
 
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @contextmanager
 def fresh_postgres_database() -> Iterator[str]:
-    """CREATE DATABASE spectra_t_<random>, migrate it with `spectra migrate`, DROP it at the end."""
-    name = f"spectra_t_{secrets.token_hex(6)}"
-    admin = _libpq(POSTGRES_URL)
-    try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        raise RuntimeError(f"PostgreSQL is not reachable at {POSTGRES_URL} (set SPECTRA_TEST_POSTGRES_URL, "
-                           f"or run `bash .ci/run`, which starts it): {exc}") from exc
-    url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    try:
+    """A throwaway PostgreSQL database migrated with the real `spectra migrate` command; dropped after."""
+    from tests.service.api_env import throwaway_postgres
+
+    with throwaway_postgres() as url:
         migrate(url)
         yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def migrate(database_url: str, extra_env: Mapping[str, str] | None = None) -> None:
