@@ -1,12 +1,23 @@
-"""Load benchmark of the HTTP API: requests/s and p50/p99 latency per endpoint and concurrency.
+"""Load benchmark of the Spectra API (issue #6): req/s and p50/p99 latency of GET /v1/jobs/{id},
+GET /v1/jobs and POST /v1/jobs at 16 and 64 concurrent connections, then the queue's submit-to-start
+latency with a real Celery worker.
 
-    .venv/bin/python bench/api_load.py                       # starts its own API on PostgreSQL + Redis
-    .venv/bin/python bench/api_load.py --base-url URL --api-key KEY   # against a running service
+    .venv/bin/python bench/api_load.py                  # defaults: 2 uvicorn workers, 10 s per scenario
+    .venv/bin/python bench/api_load.py --seconds 3 --queue-jobs 2        # a quick run
+    .venv/bin/python bench/api_load.py --profile-dir /tmp/prof           # + py-spy during reads at 64
 
-With no --base-url it creates a throwaway PostgreSQL database and a Redis broker db, starts uvicorn
-(--workers N), seeds one tenant with --seed-jobs jobs, runs each scenario for --seconds, prints a
-markdown table, writes bench/results/api_load.json, and drops everything it created. Nothing
-consumes the queue: POST measures the API's own work (validate, insert, commit, enqueue).
+It creates everything it uses and removes it at exit: a fresh PostgreSQL database (127.0.0.1:5432,
+migrated with `spectra migrate`), Redis db 13 (127.0.0.1:6379, flushed before and after), uvicorn
+(`--workers N`, uvloop + httptools, no access log) with the production defaults except
+SPECTRA_RATE_LIMIT_PER_MINUTE=100000000, so the per-key limiter runs but never answers 429.
+The database holds --seed-jobs finished jobs for the benchmarked tenant (and as many for a neighbour).
+
+During the HTTP phases nothing consumes the queue (a worker would compete for the 2 cores), so
+POST measures the API's own work: validate, insert job + event, commit, send to Redis. Afterwards
+the queued rows are cancelled, the broker db emptied, one Celery worker (prefork, -c 1) started,
+and --queue-jobs tiny svd jobs (TinyStories-656K from an offline HF cache) are submitted one after
+another, each once the previous finished: submit-to-start = the job's started_at (set by the
+worker's claim) minus the moment the POST was sent.
 """
 
 from __future__ import annotations
@@ -16,11 +27,11 @@ import asyncio
 import json
 import os
 import platform
-import statistics
+import subprocess
 import sys
-import tempfile
 import time
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -28,112 +39,183 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-JOB = {"model": "raincandy-u/TinyStories-656K", "method": "svd", "target_ratio": 0.2,
-       "calibration": {"source": "tinystories", "samples": 4, "seq_len": 64},
-       "evaluation": {"corpus": "tinystories", "seq_len": 128, "max_windows": 2}}
+from bench.load_client import Result, build_request, run_httpx, run_raw  # noqa: E402
+from bench.load_stack import (  # noqa: E402
+    BENCH_RATE_LIMIT_PER_MINUTE, Service, drain_queue, running_service, start_celery_worker,
+)
+
+# The e2e tests' small job: valid for the API, and the worker finishes it in seconds.
+TINY_JOB: dict[str, object] = {
+    "model": "raincandy-u/TinyStories-656K", "method": "svd", "target_ratio": 0.2,
+    "calibration": {"source": "tinystories", "samples": 4, "seq_len": 64},
+    "evaluation": {"corpus": "tinystories", "seq_len": 128, "max_windows": 2},
+}
+TARGET_P99_MS = 50.0
+TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
-async def _scenario(base_url: str, key: str, method: str, path: str, concurrency: int, seconds: float) -> dict:
-    latencies: list[float] = []
-    errors = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, headers={"X-API-Key": key}, limits=limits, timeout=30) as client:
-        deadline = time.perf_counter() + seconds
-
-        async def loop() -> None:
-            nonlocal errors
-            while time.perf_counter() < deadline:
-                start = time.perf_counter()
-                try:
-                    response = await client.request(method, path, json=JOB if method == "POST" else None)
-                    ok = response.status_code < 400
-                except httpx.HTTPError:
-                    ok = False
-                latencies.append(time.perf_counter() - start)
-                errors += not ok
-
-        began = time.perf_counter()
-        await asyncio.gather(*(loop() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
-    latencies.sort()
-    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
-    return {"endpoint": f"{method} {path.split('?')[0].replace(path.split('/')[-1], '{id}') if path.count('/') == 3 else path}",
-            "concurrency": concurrency, "requests": len(latencies), "rps": len(latencies) / elapsed,
-            "p50_ms": pick(0.50), "p99_ms": pick(0.99), "mean_ms": statistics.fmean(latencies) * 1000,
-            "errors": errors}
+def scenarios(job_id: str, list_limit: int | None) -> list[tuple[str, str, str, dict[str, object] | None]]:
+    listing = "/v1/jobs" if list_limit is None else f"/v1/jobs?limit={list_limit}"
+    return [("GET /v1/jobs/{id}", "GET", f"/v1/jobs/{job_id}", None),
+            ("GET /v1/jobs", "GET", listing, None),
+            ("POST /v1/jobs", "POST", "/v1/jobs", TINY_JOB)]
 
 
-def _start_own_service(stack: ExitStack, workers: int, seed_jobs: int) -> tuple[str, str]:
-    import random
+def measure(service: Service, method: str, path: str, body: dict[str, object] | None, concurrency: int,
+            args: argparse.Namespace) -> Result:
+    if args.client == "httpx":
+        coro = run_httpx(service.base_url, method, path, service.api_key, body, concurrency, args.seconds,
+                         args.warmup, args.max_requests)
+    else:
+        request = build_request(service.base_url, method, path, service.api_key, body)
+        coro = run_raw(service.base_url, request, concurrency, args.seconds, args.warmup, args.max_requests)
+    try:
+        import uvloop
 
-    import redis
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
 
-    from app import crud
-    from app.core.db import session_scope
-    from app.core.migrations import upgrade_head
-    from tests.service.api_env import REDIS_URL, server_env, throwaway_postgres
-    from tests.service.support.processes import Process, free_port, wait_until
 
-    database_url = stack.enter_context(throwaway_postgres())
-    upgrade_head(database_url)
-    broker = f"{REDIS_URL}/{random.randint(1, 15)}"
-    stack.callback(lambda: redis.Redis.from_url(broker).delete("gpu"))
-    home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="spectra-load-")))
-    with session_scope(database_url) as session:
-        tenant = crud.get_or_create_tenant(session, name="load")
-        _, key = crud.create_api_key(session, tenant_name="load")
-        for _ in range(seed_jobs):
-            crud.create_job(session, tenant_id=tenant.id, spec={**JOB, "revision": None})
-    port = free_port()
-    env = server_env(home, database_url, broker, port)
-    command = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
-               "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
-    process = Process("api-load", command, env, home / "logs")
-    stack.callback(process.stop)
-    base = f"http://127.0.0.1:{port}"
+def start_profilers(service: Service, out_dir: Path, label: str, seconds: float) -> list[subprocess.Popen[bytes]]:
+    """py-spy record (raw collapsed stacks, --nonblocking so the server is not paused) per API worker."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    if not py_spy.exists():
+        raise FileNotFoundError(f"{py_spy} is missing: .venv/bin/pip install py-spy")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    safe = label.replace(" ", "_").replace("/", "_").replace("{", "").replace("}", "")
+    return [subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--duration", str(int(seconds)),
+                              "--rate", "250", "--nonblocking", "--format", "raw", "--idle",
+                              "--output", str(out_dir / f"{safe}.{pid}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for pid in service.api_pids()]
 
-    def up() -> bool:
-        try:
-            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
 
-    wait_until(up, 60, "the API", process=process)
-    return base, key
+def http_phases(service: Service, args: argparse.Namespace) -> list[dict[str, object]]:
+    headers = {"X-API-Key": service.api_key}
+    # The job read under load: one of the seeded (finished, with metrics) jobs.
+    first = httpx.get(f"{service.base_url}/v1/jobs?limit=1", headers=headers, timeout=30).json()
+    job_id = first["items"][0]["id"]
+    rows = []
+    for concurrency in args.concurrency:
+        for name, method, path, body in scenarios(job_id, args.list_limit):
+            label = f"{name}@{concurrency}"
+            profilers = []
+            if args.profile_dir and label in args.profile:
+                profilers = start_profilers(service, args.profile_dir, label, args.warmup + args.seconds)
+            result = measure(service, method, path, body, concurrency, args)
+            for profiler in profilers:
+                profiler.wait(timeout=60)
+            row = {"endpoint": name, "connections": concurrency, **result.summary()}
+            rows.append(row)
+            print(f"{name:<18} c={concurrency:<3} {row['requests']:>6} req {row['rps']:8.1f} req/s  "
+                  f"p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms  errors {row['errors']} "
+                  f"{row['statuses']}  load {os.getloadavg()[0]:.1f}", flush=True)
+    return rows
+
+
+def _at(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def queue_latency(stack: ExitStack, service: Service, jobs: int, timeout: float) -> dict[str, object]:
+    """Submit tiny jobs one at a time to an idle worker; the first (cold child) is not counted."""
+    cancelled = drain_queue(service)
+    print(f"queue phase: cancelled {cancelled} jobs queued by the POST phases; starting a Celery worker",
+          flush=True)
+    start_celery_worker(stack, service)
+    samples: list[dict[str, object]] = []
+    with httpx.Client(base_url=service.base_url, headers={"X-API-Key": service.api_key}, timeout=30) as client:
+        for i in range(jobs + 1):
+            sent = time.time()
+            job = client.post("/v1/jobs", json=TINY_JOB).raise_for_status().json()
+            seen_running = None
+            deadline = time.monotonic() + timeout
+            while job["status"] not in TERMINAL and time.monotonic() < deadline:
+                time.sleep(0.02)
+                job = client.get(f"/v1/jobs/{job['id']}").raise_for_status().json()
+                if seen_running is None and job["status"] != "queued":
+                    seen_running = time.time()
+            if job["status"] not in TERMINAL:
+                raise TimeoutError(f"job {job['id']} still {job['status']} after {timeout:.0f} s; "
+                                   f"worker log: {service.home / 'logs'}")
+            sample = {"job": job["id"], "status": job["status"], "warmup": i == 0,
+                      "submit_to_start_ms": (_at(job["started_at"]) - sent) * 1000 if job["started_at"] else None,
+                      "created_to_start_ms": (_at(job["started_at"]) - _at(job["created_at"])) * 1000
+                      if job["started_at"] else None,
+                      "submit_to_seen_running_ms": (seen_running - sent) * 1000 if seen_running else None,
+                      "submit_to_finish_ms": (_at(job["finished_at"]) - sent) * 1000}
+            samples.append(sample)
+            print(f"queue job {i}{' (warm-up)' if i == 0 else ''}: {job['status']}, submit->start "
+                  f"{sample['submit_to_start_ms']:.1f} ms, submit->finished {sample['submit_to_finish_ms']:.0f} ms",
+                  flush=True)
+    counted = [s for s in samples if not s["warmup"]]
+    starts = sorted(float(s["submit_to_start_ms"]) for s in counted if s["submit_to_start_ms"] is not None)
+    return {"samples": samples, "jobs": len(counted),
+            "errors": sum(s["status"] != "succeeded" or s["submit_to_start_ms"] is None for s in counted),
+            "p50_ms": starts[(len(starts) - 1) // 2] if starts else float("nan"),
+            "max_ms": starts[-1] if starts else float("nan")}
+
+
+def print_table(rows: list[dict[str, object]], queue: dict[str, object] | None) -> None:
+    print("\n| endpoint | connections | requests | req/s | p50 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| `{r['endpoint']}` | {r['connections']} | {r['requests']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
+              f"{r['p99_ms']:.1f} | {r['errors']} |")
+    if queue is not None:
+        print(f"| queue: submit -> started_at (tiny svd job, idle worker) | 1 | {queue['jobs']} | - | "
+              f"{queue['p50_ms']:.0f} | max {queue['max_ms']:.0f} | {queue['errors']} |")
+    reads = [r for r in rows if r["endpoint"].startswith("GET") and r["connections"] == 64]
+    if reads:
+        met = all(r["p99_ms"] < TARGET_P99_MS and r["errors"] == 0 for r in reads)
+        print(f"\ntarget (reads at 64 connections: p99 < {TARGET_P99_MS:.0f} ms, no errors): "
+              f"{'MET' if met else 'MISSED'}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2 = cores)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per scenario")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each scenario")
+    parser.add_argument("--max-requests", type=int, default=200_000, help="cap per scenario")
+    parser.add_argument("--seed-jobs", type=int, default=1000, help="finished jobs in the benchmarked tenant")
+    parser.add_argument("--list-limit", type=int, default=None, help="?limit= for GET /v1/jobs (default: "
+                        "none, i.e. the API's default page of 50)")
+    parser.add_argument("--client", choices=["raw", "httpx"], default="raw")
+    parser.add_argument("--queue-jobs", type=int, default=5, help="counted queue-latency jobs (0 = skip)")
+    parser.add_argument("--queue-timeout", type=float, default=300.0)
+    parser.add_argument("--profile-dir", type=Path, help="record py-spy stacks of the API workers here")
+    parser.add_argument("--profile", nargs="+", default=["GET /v1/jobs/{id}@64", "GET /v1/jobs@64"],
+                        help="scenarios to profile, as 'ENDPOINT@CONNECTIONS'")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "api_load.json")
+    return parser.parse_args()
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base-url")
-    parser.add_argument("--api-key", default=os.environ.get("SPECTRA_API_KEY"))
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (own service only)")
-    parser.add_argument("--seed-jobs", type=int, default=200)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "api_load.json")
-    args = parser.parse_args()
+    args = parse_args()
+    load_before = os.getloadavg()
+    print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} "
+          f"({os.cpu_count()} cpus); uvicorn workers: {args.workers}; client: {args.client}; "
+          f"rate limit raised to {BENCH_RATE_LIMIT_PER_MINUTE}/min per key", flush=True)
+    queue = None
     with ExitStack() as stack:
-        if args.base_url:
-            if not args.api_key:
-                parser.error("--api-key (or SPECTRA_API_KEY) is required with --base-url")
-            base, key = args.base_url.rstrip("/"), args.api_key
-        else:
-            base, key = _start_own_service(stack, args.workers, args.seed_jobs)
-        job_id = httpx.post(f"{base}/v1/jobs", json=JOB, headers={"X-API-Key": key}, timeout=30).json()["id"]
-        rows = []
-        for concurrency in args.concurrency:
-            for method, path in (("GET", f"/v1/jobs/{job_id}"), ("GET", "/v1/jobs?limit=20"), ("POST", "/v1/jobs")):
-                row = asyncio.run(_scenario(base, key, method, path, concurrency, args.seconds))
-                rows.append(row)
-                print(f"{row['endpoint']:<22} c={concurrency:<3} {row['rps']:8.1f} req/s  p50 {row['p50_ms']:7.1f} ms  "
-                      f"p99 {row['p99_ms']:7.1f} ms  errors {row['errors']}", flush=True)
-    print("\n| endpoint | conc. | req/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['endpoint']} | {r['concurrency']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} |")
+        service = stack.enter_context(running_service(api_workers=args.workers, seed_jobs=args.seed_jobs,
+                                                      job_spec=TINY_JOB))
+        rows = http_phases(service, args)
+        if args.queue_jobs > 0:
+            queue = queue_latency(stack, service, args.queue_jobs, args.queue_timeout)
+    print_table(rows, queue)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                                "load_avg": os.getloadavg()},
-                                    "workers": args.workers, "seconds": args.seconds, "rows": rows}, indent=2))
+    args.out.write_text(json.dumps({
+        "command": " ".join(sys.argv), "when": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_before": load_before,
+                    "load_avg_after": os.getloadavg()},
+        "settings": {"uvicorn_workers": args.workers, "client": args.client, "seconds": args.seconds,
+                     "warmup": args.warmup, "seed_jobs": args.seed_jobs, "list_limit": args.list_limit,
+                     "rate_limit_per_minute": BENCH_RATE_LIMIT_PER_MINUTE},
+        "rows": rows, "queue": queue}, indent=2))
+    print(f"\nwrote {args.out}")
     return 0
 
 

@@ -1,0 +1,140 @@
+"""A closed-loop HTTP/1.1 load generator: `concurrency` keep-alive connections, each sending the next
+request as soon as the previous answer arrived (what wrk does), for a fixed time or request budget.
+
+Why not httpx: on a 2-core machine the client shares the CPU with the server, and httpx costs several
+times more CPU per request than the handful of socket reads here, so it would measure itself. The
+`httpx` client stays available (--client httpx) to cross-check the numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+
+@dataclass
+class Result:
+    """Samples of one scenario, taken after the warm-up."""
+
+    latencies: list[float] = field(default_factory=list)  # seconds, one per finished request
+    statuses: Counter[str] = field(default_factory=Counter)  # "200", "202", "ConnectionResetError", ...
+    window: float = 0.0  # seconds of measurement
+
+    @property
+    def errors(self) -> int:
+        return sum(n for status, n in self.statuses.items() if not status.startswith("2"))
+
+    def percentile(self, q: float) -> float:
+        """Nearest-rank percentile in milliseconds."""
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))] * 1000
+
+    def summary(self) -> dict[str, object]:
+        n = len(self.latencies)
+        return {"requests": n, "rps": n / self.window if self.window else 0.0,
+                "p50_ms": self.percentile(0.50), "p90_ms": self.percentile(0.90), "p99_ms": self.percentile(0.99),
+                "max_ms": max(self.latencies, default=0.0) * 1000, "errors": self.errors,
+                "statuses": dict(self.statuses), "seconds": self.window}
+
+
+def build_request(base_url: str, method: str, path: str, api_key: str, body: dict[str, object] | None) -> bytes:
+    host = urlsplit(base_url).netloc
+    payload = json.dumps(body).encode() if body is not None else b""
+    head = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"X-API-Key: {api_key}", "Accept: application/json",
+            "User-Agent: spectra-bench"]
+    if body is not None:
+        head += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """(status, server wants the connection closed). Reads and discards the body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip().lower()
+    if headers.get("transfer-encoding") == "chunked":
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    else:
+        await reader.readexactly(int(headers.get("content-length", "0")))
+    return status, headers.get("connection") == "close"
+
+
+async def _connection(host: str, port: int, request: bytes, start_at: float, stop_at: float,
+                      budget: list[int], result: Result) -> None:
+    reader = writer = None
+    while time.perf_counter() < stop_at and budget[0] > 0:
+        if writer is None:
+            reader, writer = await asyncio.open_connection(host, port)
+        began = time.perf_counter()
+        try:
+            writer.write(request)
+            status, close = await _read_response(reader)  # type: ignore[arg-type]
+            outcome = str(status)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            outcome, close = type(exc).__name__, True
+        if began >= start_at:  # warm-up requests are not counted
+            result.latencies.append(time.perf_counter() - began)
+            result.statuses[outcome] += 1
+            budget[0] -= 1
+        if close:
+            writer.close()
+            reader = writer = None
+    if writer is not None:
+        writer.close()
+
+
+async def run_raw(base_url: str, request: bytes, concurrency: int, seconds: float, warmup: float,
+                  max_requests: int) -> Result:
+    parts = urlsplit(base_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    result = Result()
+    start_at = time.perf_counter() + warmup
+    stop_at = start_at + seconds
+    budget = [max_requests]
+    await asyncio.gather(*(_connection(host, port, request, start_at, stop_at, budget, result)
+                           for _ in range(concurrency)))
+    result.window = min(time.perf_counter(), stop_at) - start_at
+    return result
+
+
+async def run_httpx(base_url: str, method: str, path: str, api_key: str, body: dict[str, object] | None,
+                    concurrency: int, seconds: float, warmup: float, max_requests: int) -> Result:
+    import httpx
+
+    result = Result()
+    start_at = time.perf_counter() + warmup
+    stop_at = start_at + seconds
+    budget = [max_requests]
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, headers={"X-API-Key": api_key}, limits=limits,
+                                 timeout=30) as client:
+        async def loop() -> None:
+            while time.perf_counter() < stop_at and budget[0] > 0:
+                began = time.perf_counter()
+                try:
+                    outcome = str((await client.request(method, path, json=body)).status_code)
+                except httpx.HTTPError as exc:
+                    outcome = type(exc).__name__
+                if began >= start_at:
+                    result.latencies.append(time.perf_counter() - began)
+                    result.statuses[outcome] += 1
+                    budget[0] -= 1
+
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+    result.window = min(time.perf_counter(), stop_at) - start_at
+    return result
