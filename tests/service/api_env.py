@@ -100,20 +100,26 @@ def backing_services(kind: str, home: Path) -> Iterator[tuple[str, str]]:
         yield url, "filesystem://"
         dispose_engines()
         return
-    with throwaway_postgres() as url:
+    with throwaway_postgres() as url, redis_broker() as broker:
         upgrade_head(url)
-        broker = f"{REDIS_URL}/{random.randint(1, 15)}"
-        client = redis.Redis.from_url(broker, socket_timeout=5)
-        try:
-            client.ping()
-        except redis.ConnectionError as exc:
-            raise RuntimeError(f"Redis is not reachable at {REDIS_URL} (set SPECTRA_TEST_REDIS_URL or run "
-                               f".ci/run): {exc}") from exc
-        try:
-            yield url, broker
-        finally:
-            client.delete("gpu")
-            client.close()
+        yield url, broker
+
+
+@contextmanager
+def redis_broker() -> Iterator[str]:
+    """A Redis db (1-15) for the broker; the gpu queue is deleted afterwards (nobody consumes it)."""
+    broker = f"{REDIS_URL}/{random.randint(1, 15)}"
+    client = redis.Redis.from_url(broker, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:
+        raise RuntimeError(f"Redis is not reachable at {REDIS_URL} (set SPECTRA_TEST_REDIS_URL or run "
+                           f".ci/run): {exc}") from exc
+    try:
+        yield broker
+    finally:
+        client.delete("gpu")
+        client.close()
 
 
 def job_body(**overrides: object) -> dict[str, object]:
