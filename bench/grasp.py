@@ -95,13 +95,25 @@ def compress(model, tokenizer, method: str, ratio: float, calib, options: dict, 
     ctx = CompressionContext(
         model=model, tokenizer=tokenizer, arch=arch_for(model.config.model_type),
         options=options_class(method).model_validate(options), target_ratio=ratio, calibration=calib,
-        device=device, seed=seed, data_dir=DATA,
+        device=device, seed=seed, data_dir=DATA, progress=_log_progress(f"{method} {ratio}"),
     )
     gc.collect()
     reset_peak_memory(device)
     started = time.perf_counter()
     report = get(method).compress(ctx)
     return report, time.perf_counter() - started, peak_memory(device)["bytes"]
+
+
+def _log_progress(label: str):
+    """Progress lines on stderr, at most one per 5% of the stage, so a long CPU run can be followed."""
+    last = [-1.0]
+
+    def report(fraction: float, message: str) -> None:
+        if fraction - last[0] >= 0.05 or fraction >= 1.0:
+            last[0] = fraction
+            print(f"{time.strftime('%H:%M:%S')} {label} {fraction:.0%} {message}", file=sys.stderr, flush=True)
+
+    return report
 
 
 def row(name: str, ratio: float, meta: dict, tasks: list[str]) -> str:
