@@ -59,10 +59,15 @@ def _allowed_methods(app: FastAPI, path: str) -> list[str]:
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
     headers = dict(exc.headers or {})
+    detail = exc.detail
     if exc.status_code == 405:
         # Starlette names only the first route that matched the path; list every documented method.
-        headers["Allow"] = ", ".join(_allowed_methods(request.app, request.url.path))
-    return await http_exception_handler(request, StarletteHTTPException(exc.status_code, exc.detail, headers))
+        allowed = _allowed_methods(request.app, request.url.path)
+        headers["Allow"] = ", ".join(allowed)
+        detail = f"{request.method} is not allowed on {request.url.path}; use {' or '.join(allowed) or 'another path'}"
+    elif exc.status_code == 404 and detail == "Not Found":  # no route matched at all
+        detail = f"no endpoint {request.url.path}; the API lives under /v1 (see /docs)"
+    return await http_exception_handler(request, StarletteHTTPException(exc.status_code, detail, headers))
 
 
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
@@ -94,6 +95,21 @@ def test_idempotency_key_per_tenant(api: ApiServer) -> None:
         theirs = client.post("/v1/jobs", json=job_body(), headers={"Idempotency-Key": "run-1"})
         assert theirs.status_code == 202 and theirs.json()["id"] != first.json()["id"]
     assert queued_job_ids(api).count(first.json()["id"]) == 1  # the replay enqueued nothing
+
+
+def test_concurrent_requests_with_one_idempotency_key_make_one_job(api: ApiServer) -> None:
+    key = api.new_key("idem-race")
+
+    def submit(_: int) -> tuple[int, str]:
+        with api.client(key) as client:
+            response = client.post("/v1/jobs", json=job_body(seed=7), headers={"Idempotency-Key": "race"})
+            return response.status_code, response.json().get("id", response.text)
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(submit, range(6)))
+    assert {code for code, _ in results} == {202} and len({job_id for _, job_id in results}) == 1, results
+    with api.client(key) as client:
+        assert [j["spec"]["seed"] for j in client.get("/v1/jobs").json()["items"]] == [7]
 
 
 def test_list_is_newest_first_paginated_and_stable_under_inserts(api: ApiServer) -> None:

@@ -71,6 +71,15 @@ def test_artifacts_download_through_signed_links(api: ApiServer, tmp_path: Path)
     assert 'spectra_job_duration_seconds_count{status="succeeded"}' in durations
 
 
+def test_unknown_paths_and_methods_say_what_to_use(api: ApiServer) -> None:
+    missing = httpx.get(f"{api.base_url}/jobs")
+    assert missing.status_code == 404 and "/v1" in missing.json()["detail"]
+    wrong = httpx.delete(f"{api.base_url}/v1/jobs/abc")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET" and "use GET" in wrong.json()["detail"]
+    both = httpx.put(f"{api.base_url}/v1/jobs")
+    assert both.headers["allow"] == "GET, POST"
+
+
 def test_readyz_healthz_and_metrics(api: ApiServer) -> None:
     ready = httpx.get(f"{api.base_url}/readyz").json()
     assert ready["status"] == "ready" and all(c["ok"] for c in ready["checks"].values())
