@@ -14,7 +14,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from app.jobstates import JobStatus
+from app.jobstates import TERMINAL, JobStatus
 
 # Deterministic constraint names, so Alembic (and SQLite batch mode) can address them.
 NAMING = {
@@ -124,8 +124,6 @@ class Job(Base):
 
     @property
     def is_terminal(self) -> bool:
-        from app.jobstates import TERMINAL
-
         return JobStatus(self.status) in TERMINAL
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from celery import Celery
 
 from app.core.config import Settings
-from worker.config import QUEUE, TASK_NAME, celery_config, is_filesystem_broker
+from worker.config import QUEUE, TASK_NAME, broker_transport_options, celery_config, is_filesystem_broker
 
 
 _apps: dict[tuple[str, str], Celery] = {}
@@ -45,13 +48,7 @@ def ping_broker(settings: Settings) -> None:
     """Raise when the broker is unreachable: Redis PING, or the filesystem broker folder not writable."""
     url = settings.broker_url or ""
     if is_filesystem_broker(url):
-        from worker.config import broker_transport_options
-
-        folder = broker_transport_options(settings)["data_folder_in"]
-        import os
-        import pathlib
-
-        probe = pathlib.Path(folder) / f".ping-{os.getpid()}"
+        probe = Path(broker_transport_options(settings)["data_folder_in"]) / f".ping-{os.getpid()}"
         probe.write_bytes(b"ok")
         probe.unlink()
         return

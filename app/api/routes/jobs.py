@@ -15,6 +15,7 @@ from app import crud
 from app.api.deps import AUTH_RESPONSES, SessionDep, SettingsDep, StoreDep, TenantDep
 from app.api.validation import check_allowed_paths, decode_cursor, encode_cursor, field_error
 from app.jobstates import JobStatus
+from app.models import Job
 from app.queue import enqueue_compress
 from app.schemas import ArtifactOut, ErrorOut, EventOut, JobOut, JobPage
 from compression.specs import JobSpec, Method
@@ -80,7 +81,7 @@ def create_job(
     return _accepted(out, replayed=False)
 
 
-def _replay(existing, request_hash: str) -> JSONResponse:  # type: ignore[no-untyped-def]
+def _replay(existing: Job, request_hash: str) -> JSONResponse:
     if existing.request_hash != request_hash:
         raise field_error(("header", "Idempotency-Key"), "this Idempotency-Key was already used with a different "
                           "request body; use a new key for a new job", "idempotency_key_reused")
