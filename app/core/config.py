@@ -56,7 +56,9 @@ class Settings(BaseSettings):
     stale_after_seconds: float = Field(60, gt=0)
     max_attempts: int = Field(3, ge=1)
     job_time_limit_seconds: int = Field(6 * 3600, ge=1)
-    public_url: str = "http://127.0.0.1:8000"
+    public_url: str | None = Field(
+        None, description="Base URL in local download links; unset: the URL the request came in on."
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024)
     rate_limit_per_minute: int = Field(0, ge=0, description="Requests per minute per API key; 0 = unlimited.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -77,7 +79,7 @@ class Settings(BaseSettings):
             self.artifact_store = f"file://{self.home / 'artifacts'}"
         self.model_roots = [p.expanduser().resolve() for p in self.model_roots]
         self.data_roots = [p.expanduser().resolve() for p in self.data_roots]
-        self.public_url = self.public_url.rstrip("/")
+        self.public_url = self.public_url.rstrip("/") if self.public_url else None
         return self
 
     @property

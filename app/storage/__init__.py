@@ -20,7 +20,7 @@ def store_from_settings(settings: "Settings") -> ArtifactStore:
     if parsed.scheme == "file":
         from app.storage.local import LocalStore
 
-        return LocalStore(Path(parsed.path), secret=settings.signing_key(), public_url=settings.public_url)
+        return LocalStore(Path(parsed.path), secret=settings.signing_key(), public_url=settings.public_url or "")
     if parsed.scheme == "s3":
         from app.storage.s3 import S3Store
 

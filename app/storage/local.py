@@ -57,7 +57,8 @@ def verify_token(secret: bytes, token: str, now: float | None = None) -> tuple[s
 
 
 class LocalStore:
-    def __init__(self, root: Path, *, secret: bytes, public_url: str) -> None:
+    def __init__(self, root: Path, *, secret: bytes, public_url: str = "") -> None:
+        """public_url '' makes url_for return a path ('/v1/...') that the API completes per request."""
         self.root = Path(root).expanduser().resolve()
         self.secret = secret
         self.public_url = public_url.rstrip("/")

@@ -67,12 +67,12 @@ class ApiServer:
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=20)
 
 
-def server_env(home: Path, database_url: str, broker_url: str, port: int, **extra: str) -> dict[str, str]:
+def server_env(home: Path, database_url: str, broker_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPECTRA_")}
     env.update({
         "SPECTRA_HOME": str(home), "SPECTRA_DATABASE_URL": database_url, "SPECTRA_BROKER_URL": broker_url,
         "SPECTRA_MODEL_ROOTS": MODEL_ROOT, "SPECTRA_DATA_ROOTS": DATA_ROOT,
-        "SPECTRA_SIGNING_SECRET": "test-signing-secret", "SPECTRA_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "SPECTRA_SIGNING_SECRET": "test-signing-secret",
         "SPECTRA_MAX_BODY_BYTES": str(MAX_BODY),
     })
     env.update(extra)
@@ -85,7 +85,7 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     home = tmp_path_factory.mktemp(f"api-{request.param}")
     port = free_port()
     with backing_services(request.param, home) as (database_url, broker_url):
-        process = start_api(server_env(home, database_url, broker_url, port), port, home / "logs")
+        process = start_api(server_env(home, database_url, broker_url), port, home / "logs")
         try:
             yield ApiServer(request.param, f"http://127.0.0.1:{port}", database_url, broker_url, home)
         finally:

@@ -25,7 +25,7 @@ def test_database_outage_gives_503_then_recovers(tmp_path: Path) -> None:
         proxy = TcpProxy((parsed.host or "127.0.0.1", parsed.port or 5432)).start()
         via_proxy = parsed.set(port=proxy.port).render_as_string(hide_password=False)
         port = free_port()
-        api = start_api(server_env(tmp_path, via_proxy, broker, port), port, tmp_path / "logs")
+        api = start_api(server_env(tmp_path, via_proxy, broker), port, tmp_path / "logs")
         try:
             client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": key}, timeout=30)
             job = client.post("/v1/jobs", json=job_body())

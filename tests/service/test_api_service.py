@@ -43,7 +43,7 @@ def test_artifacts_download_through_signed_links(api: ApiServer, tmp_path: Path)
     (folder / "sub").mkdir(parents=True)
     (folder / "config.json").write_text('{"layers": 2}')
     (folder / "sub" / "model.safetensors").write_bytes(bytes(range(256)) * 4000)
-    store = LocalStore(api.home / "artifacts", secret=b"test-signing-secret", public_url=api.base_url)
+    store = LocalStore(api.home / "artifacts", secret=b"test-signing-secret")
     with session_scope(api.database_url) as session:
         tenant_id = crud.get_job(session, job_id=job["id"]).tenant_id  # type: ignore[union-attr]
         crud.claim_job(session, job_id=job["id"], worker="w", stale_after=60)
@@ -56,6 +56,7 @@ def test_artifacts_download_through_signed_links(api: ApiServer, tmp_path: Path)
         assert done["status"] == "succeeded" and done["metrics"] == {"ppl_after": 9.5}
         listed = client.get(f"/v1/jobs/{job['id']}/artifacts").json()
     assert [a["name"] for a in listed] == ["config.json", "sub/model.safetensors"]
+    assert all(a["url"].startswith(f"{api.base_url}/v1/artifacts/download?token=") for a in listed)
     for item, path in zip(listed, [folder / "config.json", folder / "sub" / "model.safetensors"]):
         response = httpx.get(item["url"], timeout=20)  # no API key: the token is the credential
         assert response.status_code == 200

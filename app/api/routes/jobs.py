@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
@@ -15,7 +15,7 @@ from app import crud
 from app.api.deps import AUTH_RESPONSES, SessionDep, SettingsDep, StoreDep, TenantDep
 from app.api.validation import check_allowed_paths, decode_cursor, encode_cursor, field_error
 from app.jobstates import JobStatus
-from app.models import Job
+from app.models import Artifact, Job
 from app.queue import enqueue_compress
 from app.schemas import ArtifactOut, ErrorOut, EventOut, JobOut, JobPage
 from compression.specs import JobSpec, Method
@@ -152,15 +152,18 @@ def list_events(
     description="An empty list until the job has succeeded (artifacts are published together with "
     "the success, never half-uploaded). Links expire after SPECTRA_LINK_TTL_SECONDS.",
 )
-def list_artifacts(job_id: str, tenant: TenantDep, session: SessionDep, settings: SettingsDep,
+def list_artifacts(job_id: str, request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep,
                    store: StoreDep) -> list[ArtifactOut]:
     job = crud.get_job(session, job_id=job_id, tenant_id=tenant.id) if len(job_id) <= 64 else None
     if job is None:
         raise _not_found(job_id[:64])
     ttl = settings.link_ttl_seconds
-    return [
-        ArtifactOut.from_row(a, store.url_for(a.storage_key, a.name.split("/")[-1], ttl), ttl)
-        for a in crud.list_artifacts(session, job_id=job.id)
-    ]
+    base = str(request.base_url).rstrip("/")
+
+    def link(artifact: Artifact) -> str:
+        url = store.url_for(artifact.storage_key, artifact.name.split("/")[-1], ttl)
+        return base + url if url.startswith("/") else url  # local links without SPECTRA_PUBLIC_URL
+
+    return [ArtifactOut.from_row(a, link(a), ttl) for a in crud.list_artifacts(session, job_id=job.id)]
 
 
