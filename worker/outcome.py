@@ -12,7 +12,7 @@ from compression.errors import InvalidInput, RatioNotReached, TransientError
 
 # Retries for TransientError and storage errors while uploading; attempts are also capped in SQL.
 MAX_TRANSIENT_RETRIES = 2
-RETRY_BACKOFF_SECONDS = (5, 30)
+RETRY_BACKOFF_SECONDS = (3, 10)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,8 @@ def compress(self: Any, job_id: str) -> str:
     if failure is None:
         return JobStatus.SUCCEEDED.value
     if failure.retry and self.request.retries < MAX_TRANSIENT_RETRIES:
-        if _release_for_retry(settings, job_id=job_id, worker=me, reason=failure.message):
-            countdown = RETRY_BACKOFF_SECONDS[min(self.request.retries, len(RETRY_BACKOFF_SECONDS) - 1)]
+        countdown = RETRY_BACKOFF_SECONDS[min(self.request.retries, len(RETRY_BACKOFF_SECONDS) - 1)]
+        if _release_for_retry(settings, job_id=job_id, worker=me, reason=failure.message, countdown=countdown):
             raise self.retry(countdown=countdown, exc=None)
         return "skipped"
     status = JobStatus.CANCELLED if failure.code == "cancelled" else JobStatus.FAILED
@@ -170,13 +171,18 @@ def _finish(settings: Settings, *, job_id: str, worker: str, status: JobStatus, 
                         worker=worker)
 
 
-def _release_for_retry(settings: Settings, *, job_id: str, worker: str, reason: str) -> bool:
-    """running (ours) -> queued, so the retried message can claim it again."""
+def _release_for_retry(settings: Settings, *, job_id: str, worker: str, reason: str, countdown: float) -> bool:
+    """running (ours) -> queued, so the retried message can claim it again.
+
+    The retry waits in this worker's memory (an ETA message), where the sweeper cannot see it; dating
+    updated_at at the retry's due time keeps the sweeper from sending a duplicate in the meantime.
+    """
     with session_scope(settings.database_url) as session:
         result = session.execute(
             update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == JobStatus.RUNNING.value,
                               Job.cancel_requested.is_(False))
-            .values(status=JobStatus.QUEUED.value, worker=None, heartbeat_at=None, updated_at=utcnow())
+            .values(status=JobStatus.QUEUED.value, worker=None, heartbeat_at=None,
+                    updated_at=utcnow() + timedelta(seconds=countdown))
             .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:

@@ -99,3 +99,23 @@ def test_job_past_its_time_limit_fails_with_that_reason(faulty: Stack) -> None:
     assert "time limit of 6 s" in final["error"]["message"]
     assert final["attempts"] == 1  # not retried
     assert alice.artifacts(job["id"]) == []
+
+
+def test_store_failing_at_upload_retries_then_fails_cleanly(faulty: Stack, s3_server: S3Server) -> None:
+    """The worker's store is a bucket that does not exist: every upload fails. The job is retried
+    (transient), then failed with the reason, and no artifact is ever listed."""
+    faulty.only_worker("no-bucket", SPECTRA_ARTIFACT_STORE="s3://spectra-no-such-bucket/x")
+    alice = faulty.client("alice")
+    job = alice.submit_ok(FAST_JOB)
+    listed: list[dict[str, Any]] = []
+
+    def ended(j: dict[str, Any]) -> bool:
+        listed.extend(alice.artifacts(j["id"]))  # polled throughout: nothing may ever show up
+        return j["status"] in {"succeeded", "failed", "cancelled"}
+
+    final = alice.wait(job["id"], ended, timeout=180, what="the end of the job")
+    assert final["status"] == "failed", final
+    assert listed == []
+    assert final["error"]["code"] == "upload_failed" and "NoSuchBucket" in final["error"]["message"]
+    assert final["attempts"] == 3  # the first try and two bounded retries
+    assert _keys(s3_server, job["id"]) == []
