@@ -194,3 +194,15 @@ def test_tracker_throttles_progress_and_stops_at_the_deadline(quiet_database: st
     with pytest.raises(Cancelled):
         tracker.progress("compress", 0.5, "layer 1")
     assert tracker.stop_reason == "time_limit" and "time limit of 10 s" in tracker.time_limit_message()
+
+
+def test_api_side_modules_never_import_torch() -> None:
+    """`spectra serve` imports the CLI, the Celery app and the sweeper: none of them may pull in torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, app.cli, worker.config, worker.celery_app, worker.sweeper, worker.outcome; "
+            "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
+            "sys.exit(f'imported {bad}' if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr + done.stdout
