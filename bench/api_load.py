@@ -39,6 +39,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.cpu_account import CpuAccount, Snapshot  # noqa: E402
 from bench.load_client import Result, build_request, run_httpx, run_raw  # noqa: E402
 from bench.load_stack import (  # noqa: E402
     BENCH_RATE_LIMIT_PER_MINUTE, Service, drain_queue, running_service, start_celery_worker,
@@ -61,31 +62,39 @@ def scenarios(job_id: str, list_limit: int | None) -> list[tuple[str, str, str, 
             ("POST /v1/jobs", "POST", "/v1/jobs", TINY_JOB)]
 
 
-def measure(service: Service, method: str, path: str, body: dict[str, object] | None, concurrency: int,
-            args: argparse.Namespace) -> Result:
+def measure(service: Service, account: CpuAccount, method: str, path: str, body: dict[str, object] | None,
+            concurrency: int, args: argparse.Namespace) -> tuple[Result, dict[str, float]]:
+    marks: list[Snapshot] = []
+
+    def on_start() -> None:
+        marks.append(account.snapshot())
+
     if args.client == "httpx":
         coro = run_httpx(service.base_url, method, path, service.api_key, body, concurrency, args.seconds,
-                         args.warmup, args.max_requests)
+                         args.warmup, args.max_requests, on_start)
     else:
         request = build_request(service.base_url, method, path, service.api_key, body)
-        coro = run_raw(service.base_url, request, concurrency, args.seconds, args.warmup, args.max_requests)
+        coro = run_raw(service.base_url, request, concurrency, args.seconds, args.warmup, args.max_requests,
+                       on_start)
     try:
         import uvloop
 
-        return uvloop.run(coro)
+        result = uvloop.run(coro)
     except ImportError:
-        return asyncio.run(coro)
+        result = asyncio.run(coro)
+    return result, account.difference(marks[0], account.snapshot(), len(result.latencies))
 
 
 def start_profilers(service: Service, out_dir: Path, label: str, seconds: float) -> list[subprocess.Popen[bytes]]:
-    """py-spy record (raw collapsed stacks, --nonblocking so the server is not paused) per API worker."""
+    """py-spy record per API worker: raw collapsed stacks, only samples holding the GIL (= Python CPU
+    work; threads waiting for the GIL or the database are left out), --nonblocking (server not paused)."""
     py_spy = Path(sys.executable).with_name("py-spy")
     if not py_spy.exists():
         raise FileNotFoundError(f"{py_spy} is missing: .venv/bin/pip install py-spy")
     out_dir.mkdir(parents=True, exist_ok=True)
     safe = label.replace(" ", "_").replace("/", "_").replace("{", "").replace("}", "")
     return [subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                              "--rate", "250", "--nonblocking", "--format", "raw", "--idle",
+                              "--rate", "250", "--nonblocking", "--format", "raw", "--gil",
                               "--output", str(out_dir / f"{safe}.{pid}.txt")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for pid in service.api_pids()]
@@ -97,20 +106,27 @@ def http_phases(service: Service, args: argparse.Namespace) -> list[dict[str, ob
     first = httpx.get(f"{service.base_url}/v1/jobs?limit=1", headers=headers, timeout=30).json()
     job_id = first["items"][0]["id"]
     rows = []
+    account = CpuAccount(service.api.pid, service.admin_dsn, service.database_name)
     for concurrency in args.concurrency:
         for name, method, path, body in scenarios(job_id, args.list_limit):
+            if args.endpoints and name not in args.endpoints:
+                continue
             label = f"{name}@{concurrency}"
             profilers = []
             if args.profile_dir and label in args.profile:
                 profilers = start_profilers(service, args.profile_dir, label, args.warmup + args.seconds)
-            result = measure(service, method, path, body, concurrency, args)
+            result, cpu = measure(service, account, method, path, body, concurrency, args)
             for profiler in profilers:
                 profiler.wait(timeout=60)
-            row = {"endpoint": name, "connections": concurrency, **result.summary()}
+            row = {"endpoint": name, "connections": concurrency, **result.summary(), **cpu,
+                   "load_avg_1m": os.getloadavg()[0]}
             rows.append(row)
             print(f"{name:<18} c={concurrency:<3} {row['requests']:>6} req {row['rps']:8.1f} req/s  "
                   f"p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms  errors {row['errors']} "
-                  f"{row['statuses']}  load {os.getloadavg()[0]:.1f}", flush=True)
+                  f"{row['statuses']} | CPU ms/req api {cpu['api_cpu_ms_per_req']:.2f} pg {cpu['pg_cpu_ms_per_req']:.2f} "
+                  f"client {cpu['client_cpu_ms_per_req']:.2f}, new pg sessions {cpu['pg_new_sessions']} "
+                  f"| load {row['load_avg_1m']:.1f}", flush=True)
+    account.close()
     return rows
 
 
@@ -165,6 +181,12 @@ def print_table(rows: list[dict[str, object]], queue: dict[str, object] | None) 
     if queue is not None:
         print(f"| queue: submit -> started_at (tiny svd job, idle worker) | 1 | {queue['jobs']} | - | "
               f"{queue['p50_ms']:.0f} | max {queue['max_ms']:.0f} | {queue['errors']} |")
+    print("\nCPU per request (ms) by component, and the cores each used while measured:\n"
+          "| endpoint | connections | API | PostgreSQL | load client | new PG sessions |\n|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| `{r['endpoint']}` | {r['connections']} | {r['api_cpu_ms_per_req']:.2f} ({r['api_cores']:.2f} cores) | "
+              f"{r['pg_cpu_ms_per_req']:.2f} ({r['pg_cores']:.2f}) | {r['client_cpu_ms_per_req']:.2f} "
+              f"({r['client_cores']:.2f}) | {r['pg_new_sessions']} |")
     reads = [r for r in rows if r["endpoint"].startswith("GET") and r["connections"] == 64]
     if reads:
         met = all(r["p99_ms"] < TARGET_P99_MS and r["errors"] == 0 for r in reads)
@@ -176,6 +198,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2 = cores)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--endpoints", nargs="+", choices=["GET /v1/jobs/{id}", "GET /v1/jobs", "POST /v1/jobs"],
+                        help="measure only these (default: all three)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per scenario")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each scenario")
     parser.add_argument("--max-requests", type=int, default=200_000, help="cap per scenario")

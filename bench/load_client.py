@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -98,11 +99,18 @@ async def _connection(host: str, port: int, request: bytes, start_at: float, sto
         writer.close()
 
 
+def _call_at_start(warmup: float, on_start: Callable[[], None] | None) -> None:
+    """Run on_start (e.g. a CPU snapshot) when the measured window opens."""
+    if on_start is not None:
+        asyncio.get_running_loop().call_later(warmup, on_start)
+
+
 async def run_raw(base_url: str, request: bytes, concurrency: int, seconds: float, warmup: float,
-                  max_requests: int) -> Result:
+                  max_requests: int, on_start: Callable[[], None] | None = None) -> Result:
     parts = urlsplit(base_url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     result = Result()
+    _call_at_start(warmup, on_start)
     start_at = time.perf_counter() + warmup
     stop_at = start_at + seconds
     budget = [max_requests]
@@ -113,10 +121,12 @@ async def run_raw(base_url: str, request: bytes, concurrency: int, seconds: floa
 
 
 async def run_httpx(base_url: str, method: str, path: str, api_key: str, body: dict[str, object] | None,
-                    concurrency: int, seconds: float, warmup: float, max_requests: int) -> Result:
+                    concurrency: int, seconds: float, warmup: float, max_requests: int,
+                    on_start: Callable[[], None] | None = None) -> Result:
     import httpx
 
     result = Result()
+    _call_at_start(warmup, on_start)
     start_at = time.perf_counter() + warmup
     stop_at = start_at + seconds
     budget = [max_requests]

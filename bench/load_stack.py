@@ -46,6 +46,14 @@ class Service:
     api: Process
     api_workers: int
 
+    @property
+    def database_name(self) -> str:
+        return str(make_url(self.database_url).database)
+
+    @property
+    def admin_dsn(self) -> str:
+        return _libpq(POSTGRES_URL)
+
     def api_pids(self) -> list[int]:
         """The processes serving requests: uvicorn's spawned workers, or the server itself (1 worker)."""
         done = subprocess.run(["pgrep", "-P", str(self.api.pid)], capture_output=True, text=True)
