@@ -19,10 +19,6 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodySizeLimit:
     """Refuse bodies over max_bytes: from Content-Length up front, or while reading a chunked body."""
 
@@ -46,28 +42,29 @@ class BodySizeLimit:
                     await _send_json(send, 413, {"detail": message})
                     return
         received = 0
-        started = False
+        started = refused = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, refused
             msg = await receive()
-            if msg["type"] == "http.request":
+            if msg["type"] == "http.request" and not refused:
                 received += len(msg.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge
+                if received > self.max_bytes and not started:
+                    # Answer 413 ourselves, then tell the app the client left so it stops reading.
+                    refused = True
+                    await _send_json(send, 413, {"detail": message})
+                    return {"type": "http.disconnect"}
             return msg
 
-        async def tracking_send(msg: Message) -> None:
+        async def guarded_send(msg: Message) -> None:
             nonlocal started
+            if refused:  # whatever the app answers after our 413 is dropped
+                return
             if msg["type"] == "http.response.start":
                 started = True
             await send(msg)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
-                await _send_json(send, 413, {"detail": message})
+        await self.app(scope, limited_receive, guarded_send)
 
 
 class HttpMetrics:

@@ -78,6 +78,9 @@ def test_invalid_bodies_get_422_naming_the_field(api: ApiServer) -> None:
         assert not_json.status_code == 422 and "detail" in not_json.json()
         huge = client.post("/v1/jobs", json=job_body(model="a" * (MAX_BODY + 10)))
         assert huge.status_code == 413 and "SPECTRA_MAX_BODY_BYTES" in huge.json()["detail"]
+        chunks = (b" " * 8192 for _ in range(MAX_BODY // 8192 + 2))  # no Content-Length: counted as it arrives
+        chunked = client.post("/v1/jobs", content=chunks, headers={"content-type": "application/json"})
+        assert chunked.status_code == 413 and "SPECTRA_MAX_BODY_BYTES" in chunked.json()["detail"]
 
 
 def test_idempotency_key_per_tenant(api: ApiServer) -> None:
