@@ -147,3 +147,11 @@ def test_cors_closed_unless_configured(tmp_path: Path, origins: list[str]) -> No
 def test_api_never_imports_torch() -> None:
     code = "import sys, app.main, app.crud, app.storage.s3, app.queue; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_settings_never_show_secrets(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, signing_secret="hmac-very-secret",  # type: ignore[arg-type]
+                        s3_secret_access_key="s3-very-secret")
+    shown = repr(settings) + str(settings.model_dump()) + settings.model_dump_json()
+    assert "s3-very-secret" not in shown and "hmac-very-secret" not in shown
+    assert settings.signing_key() == b"hmac-very-secret"
