@@ -27,7 +27,8 @@ def collect_input_stats(
 ) -> dict[str, torch.Tensor]:
     """Run the calibration windows and return, per module name, a statistic of its input x [.., n]:
 
-    - "gram": sum over tokens of x x^T, [n, n] (pass dtype=torch.float64 for SVD-LLM);
+    - "gram": sum over tokens of x x^T, [n, n]: each batch's product in float32, the sum over
+      batches in `dtype` (pass dtype=torch.float64 for SVD-LLM);
     - "abs_mean": mean over tokens of |x_j|, [n];
     - "abs_max": max over tokens of |x_j|, [n].
     Accumulation happens in `dtype` (float32 by default) on `device`. With `stop_after`, each
@@ -44,12 +45,17 @@ def collect_input_stats(
     def factory(name: str):
         def hook(module: nn.Module, args: tuple, output) -> None:
             x = first_tensor(args).detach()
-            x = x.reshape(-1, x.shape[-1]).to(dtype)
+            x = x.reshape(-1, x.shape[-1])
             tokens[name] += x.shape[0]
             if stat == "gram":
-                update = x.T @ x
+                # One batch's product in float32 (fast everywhere, as the SVD-LLM code does), the
+                # running sum over batches in `dtype`, where float64 keeps many batches exact.
+                x32 = x.float()
+                update = (x32.T @ x32).to(dtype)
                 acc[name] = update if name not in acc else acc[name].add_(update)
-            elif stat == "abs_mean":
+                return
+            x = x.to(dtype)
+            if stat == "abs_mean":
                 update = x.abs().sum(dim=0)
                 acc[name] = update if name not in acc else acc[name].add_(update)
             else:

@@ -31,7 +31,9 @@ def test_stats_match_direct_computation(tiny_model, tiny_calib) -> None:
         x = _inputs_of(tiny_model, module, calib)
         assert x.shape[0] == 3 * 128
         assert gram[key].dtype == torch.float64
-        torch.testing.assert_close(gram[key], x.double().T @ x.double(), rtol=1e-5, atol=1e-6)
+        ref = x.double().T @ x.double()
+        # each batch's product is float32 (as in SVD-LLM), so entries that cancel carry its rounding
+        torch.testing.assert_close(gram[key], ref, rtol=1e-4, atol=1e-6 * ref.abs().max().item())
         torch.testing.assert_close(mean[key], x.abs().mean(0), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(amax[key], x.abs().amax(0))
     assert not tiny_model.model.layers[0].self_attn.q_proj._forward_hooks  # hooks removed
