@@ -197,6 +197,8 @@ def print_table(rows: list[dict[str, object]], queue: dict[str, object] | None) 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2 = cores)")
+    parser.add_argument("--app", default="app.main:create_app",
+                        help="ASGI factory to serve; bench.whatif_app:create_app = the proposed changes")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--endpoints", nargs="+", choices=["GET /v1/jobs/{id}", "GET /v1/jobs", "POST /v1/jobs"],
                         help="measure only these (default: all three)")
@@ -220,12 +222,12 @@ def main() -> int:
     args = parse_args()
     load_before = os.getloadavg()
     print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} "
-          f"({os.cpu_count()} cpus); uvicorn workers: {args.workers}; client: {args.client}; "
+          f"({os.cpu_count()} cpus); app {args.app}; uvicorn workers: {args.workers}; client: {args.client}; "
           f"rate limit raised to {BENCH_RATE_LIMIT_PER_MINUTE}/min per key", flush=True)
     queue = None
     with ExitStack() as stack:
         service = stack.enter_context(running_service(api_workers=args.workers, seed_jobs=args.seed_jobs,
-                                                      job_spec=TINY_JOB))
+                                                      job_spec=TINY_JOB, app_factory=args.app))
         rows = http_phases(service, args)
         if args.queue_jobs > 0:
             queue = queue_latency(stack, service, args.queue_jobs, args.queue_timeout)
@@ -235,7 +237,7 @@ def main() -> int:
         "command": " ".join(sys.argv), "when": datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_before": load_before,
                     "load_avg_after": os.getloadavg()},
-        "settings": {"uvicorn_workers": args.workers, "client": args.client, "seconds": args.seconds,
+        "settings": {"app": args.app, "uvicorn_workers": args.workers, "client": args.client, "seconds": args.seconds,
                      "warmup": args.warmup, "seed_jobs": args.seed_jobs, "list_limit": args.list_limit,
                      "rate_limit_per_minute": BENCH_RATE_LIMIT_PER_MINUTE},
         "rows": rows, "queue": queue}, indent=2))

@@ -160,7 +160,8 @@ def _healthy(base_url: str) -> bool:
 
 
 @contextmanager
-def running_service(*, api_workers: int, seed_jobs: int, job_spec: dict[str, object]) -> Iterator[Service]:
+def running_service(*, api_workers: int, seed_jobs: int, job_spec: dict[str, object],
+                    app_factory: str = "app.main:create_app") -> Iterator[Service]:
     with ExitStack() as own:
         database_url = own.enter_context(throwaway_database())
         broker_url = own.enter_context(redis_db())
@@ -173,7 +174,7 @@ def running_service(*, api_workers: int, seed_jobs: int, job_spec: dict[str, obj
         env = service_env(home, hf_home, database_url, broker_url, port)
         migrate(env)
         key = seed(database_url, seed_jobs, job_spec)
-        command = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+        command = [sys.executable, "-m", "uvicorn", app_factory, "--factory",
                    "--host", "127.0.0.1", "--port", str(port), "--workers", str(api_workers),
                    "--loop", "uvloop", "--http", "httptools", "--backlog", "2048",
                    "--log-level", "warning", "--no-access-log"]
