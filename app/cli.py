@@ -116,13 +116,17 @@ def _stop_process_group(process: subprocess.Popen[bytes], timeout: float = 15.0)
     if process.poll() is not None:
         return
     try:
-        os.killpg(process.pid, signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)  # the main process stops its pool children itself
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
     except ProcessLookupError:
         pass
+
+
+def _exit_quietly(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def serve(host: str, port: int, *, start_worker: bool = True) -> int:
@@ -132,6 +136,10 @@ def serve(host: str, port: int, *, start_worker: bool = True) -> int:
     from worker.celery_app import send_compress
     from worker.sweeper import Sweeper
 
+    # uvicorn re-raises the SIGTERM/SIGINT it handled once it has shut down; turn that into SystemExit so
+    # the `finally` below still stops the sweeper and the local worker instead of dying on the spot.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_quietly)
     settings = get_settings()
     if _is_sqlite(settings.database_url):
         migrate()
