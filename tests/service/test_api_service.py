@@ -18,7 +18,7 @@ from app.core.config import Settings
 from app.core.db import session_scope
 from app.main import create_app
 from app.storage import job_prefix
-from app.storage.local import LocalStore
+from app.storage.local import LocalStore, sign_token
 from compression.specs import METHODS
 from tests.service.api_env import ApiServer, api, job_body  # noqa: F401
 
@@ -66,6 +66,9 @@ def test_artifacts_download_through_signed_links(api: ApiServer, tmp_path: Path)
     forged = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
     refused = httpx.get(f"{api.base_url}/v1/artifacts/download", params={"token": forged})
     assert refused.status_code == 403 and "signature" in refused.json()["detail"]
+    expired = sign_token(b"test-signing-secret", stored[0].key, stored[0].name, ttl=-1)
+    gone = httpx.get(f"{api.base_url}/v1/artifacts/download", params={"token": expired})
+    assert gone.status_code == 403 and "expired" in gone.json()["detail"]
     with api.client(api.new_key("not-the-owner")) as client:
         assert client.get(f"/v1/jobs/{job['id']}/artifacts").status_code == 404
     durations = httpx.get(f"{api.base_url}/metrics").text
