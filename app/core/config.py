@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(1_000_000, ge=1024)
     rate_limit_per_minute: int = Field(0, ge=0, description="Requests per minute per API key; 0 = unlimited.")
+    max_active_jobs_per_tenant: int = Field(0, ge=0, description="Queued + running jobs a tenant may have; 0 = unlimited.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     sweep_interval_seconds: float = Field(15, gt=0)
 

@@ -87,6 +87,11 @@ def list_artifacts(session: Session, *, job_id: str) -> list[Artifact]:
     return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)))
 
 
+def count_active_jobs(session: Session, *, tenant_id: int) -> int:
+    active = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
+    return int(session.scalar(select(func.count()).where(Job.tenant_id == tenant_id, Job.status.in_(active))) or 0)
+
+
 def count_jobs_by_status(session: Session) -> dict[str, int]:
     rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
     counts = {s.value: 0 for s in JobStatus}

@@ -138,6 +138,20 @@ def test_rate_limit_per_key_answers_429_with_retry_after(tmp_path: Path) -> None
         assert client.get("/v1/jobs", headers={"X-API-Key": second}).status_code == 200
 
 
+def test_active_job_quota_per_tenant(tmp_path: Path) -> None:
+    with TestClient(create_app(_local_settings(tmp_path, max_active_jobs_per_tenant=2))) as client:
+        with session_scope(client.app.state.settings.database_url) as session:  # type: ignore[attr-defined]
+            _, key = crud.create_api_key(session, tenant_name="busy")
+            _, other = crud.create_api_key(session, tenant_name="idle")
+        submit = lambda k: client.post("/v1/jobs", json=job_body(), headers={"X-API-Key": k})  # noqa: E731
+        first, _ = submit(key).json(), submit(key)
+        refused = submit(key)
+        assert refused.status_code == 429 and refused.headers["retry-after"] and "2 queued or running" in refused.json()["detail"]
+        assert submit(other).status_code == 202  # quotas are per tenant
+        client.post(f"/v1/jobs/{first['id']}/cancel", headers={"X-API-Key": key})
+        assert submit(key).status_code == 202  # a cancelled job frees its slot
+
+
 @pytest.mark.parametrize("origins", [[], ["https://app.example"]])
 def test_cors_closed_unless_configured(tmp_path: Path, origins: list[str]) -> None:
     with TestClient(create_app(_local_settings(tmp_path, cors_origins=origins))) as client:

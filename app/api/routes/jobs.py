@@ -59,6 +59,11 @@ def create_job(
         existing = crud.get_job_by_idempotency_key(session, tenant_id=tenant.id, idempotency_key=idempotency_key)
         if existing is not None:
             return _replay(existing, request_hash)
+    quota = settings.max_active_jobs_per_tenant
+    if quota and crud.count_active_jobs(session, tenant_id=tenant.id) >= quota:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                            f"this tenant already has {quota} queued or running jobs (the limit); wait for one "
+                            "to finish or cancel one, then submit again", headers={"Retry-After": "30"})
     try:
         job = crud.create_job(session, tenant_id=tenant.id, spec=spec.model_dump(mode="json"),
                               idempotency_key=idempotency_key, request_hash=request_hash)
