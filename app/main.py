@@ -14,6 +14,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -87,6 +88,11 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal error; the server logged it"}, status_code=500)
 
 
+def _operation_id(route: APIRoute) -> str:
+    """'jobs-create_job' style ids, so generated clients get readable method names."""
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -99,7 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             upgrade_head(settings.database_url or "")
         yield
 
-    app = FastAPI(title="Spectra", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="Spectra", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  generate_unique_id_function=_operation_id)
     app.state.settings = settings
     app.state.store = _lazy_store(settings)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
