@@ -75,7 +75,7 @@ def measure(service: Service, account: CpuAccount, method: str, path: str, body:
     else:
         request = build_request(service.base_url, method, path, service.api_key, body)
         coro = run_raw(service.base_url, request, concurrency, args.seconds, args.warmup, args.max_requests,
-                       on_start)
+                       on_start, args.rate)
     try:
         import uvloop
 
@@ -209,6 +209,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--list-limit", type=int, default=None, help="?limit= for GET /v1/jobs (default: "
                         "none, i.e. the API's default page of 50)")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw")
+    parser.add_argument("--rate", type=float, default=0.0, help="paced mode: total requests/s spread over the "
+                        "connections, latency from the scheduled send (raw client); 0 = closed loop (default)")
     parser.add_argument("--queue-jobs", type=int, default=5, help="counted queue-latency jobs (0 = skip)")
     parser.add_argument("--queue-timeout", type=float, default=300.0)
     parser.add_argument("--profile-dir", type=Path, help="record py-spy stacks of the API workers here")
@@ -220,6 +222,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
+    if args.rate and args.client != "raw":
+        raise SystemExit("--rate (paced mode) needs --client raw")
     load_before = os.getloadavg()
     print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} "
           f"({os.cpu_count()} cpus); app {args.app}; uvicorn workers: {args.workers}; client: {args.client}; "
@@ -237,7 +241,8 @@ def main() -> int:
         "command": " ".join(sys.argv), "when": datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_before": load_before,
                     "load_avg_after": os.getloadavg()},
-        "settings": {"app": args.app, "uvicorn_workers": args.workers, "client": args.client, "seconds": args.seconds,
+        "settings": {"app": args.app, "uvicorn_workers": args.workers, "client": args.client, "rate": args.rate,
+                     "seconds": args.seconds,
                      "warmup": args.warmup, "seed_jobs": args.seed_jobs, "list_limit": args.list_limit,
                      "rate_limit_per_minute": BENCH_RATE_LIMIT_PER_MINUTE},
         "rows": rows, "queue": queue}, indent=2))

@@ -76,12 +76,23 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
 
 
 async def _connection(host: str, port: int, request: bytes, start_at: float, stop_at: float,
-                      budget: list[int], result: Result) -> None:
+                      budget: list[int], result: Result, interval: float | None, phase: float) -> None:
+    """Closed loop (interval None): send again as soon as the answer arrived. Paced: send at
+    phase + k * interval and count latency from that scheduled moment, so a server that falls
+    behind is charged for the wait (no coordinated omission)."""
     reader = writer = None
+    scheduled = start_at - 1.0 + phase if interval else 0.0
     while time.perf_counter() < stop_at and budget[0] > 0:
+        if interval:
+            scheduled += interval
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if scheduled >= stop_at:
+                break
         if writer is None:
             reader, writer = await asyncio.open_connection(host, port)
-        began = time.perf_counter()
+        began = scheduled if interval else time.perf_counter()
         try:
             writer.write(request)
             status, close = await _read_response(reader)  # type: ignore[arg-type]
@@ -106,7 +117,8 @@ def _call_at_start(warmup: float, on_start: Callable[[], None] | None) -> None:
 
 
 async def run_raw(base_url: str, request: bytes, concurrency: int, seconds: float, warmup: float,
-                  max_requests: int, on_start: Callable[[], None] | None = None) -> Result:
+                  max_requests: int, on_start: Callable[[], None] | None = None, rate: float = 0.0) -> Result:
+    """rate > 0: paced at `rate` requests/s in total, spread evenly over the connections."""
     parts = urlsplit(base_url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     result = Result()
@@ -114,8 +126,10 @@ async def run_raw(base_url: str, request: bytes, concurrency: int, seconds: floa
     start_at = time.perf_counter() + warmup
     stop_at = start_at + seconds
     budget = [max_requests]
-    await asyncio.gather(*(_connection(host, port, request, start_at, stop_at, budget, result)
-                           for _ in range(concurrency)))
+    interval = concurrency / rate if rate > 0 else None
+    await asyncio.gather(*(_connection(host, port, request, start_at, stop_at, budget, result, interval,
+                                       (interval or 0.0) * i / concurrency)
+                           for i in range(concurrency)))
     result.window = min(time.perf_counter(), stop_at) - start_at
     return result
 
