@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   generate_unique_id_function=_operation_id)
     app.state.settings = settings
     app.state.store = _lazy_store(settings)
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, redis_url=settings.broker_url)
     app.state.metrics = AppMetrics(settings)
 
     for router in (jobs.router, methods.router, downloads.router, health.router):

@@ -1,29 +1,57 @@
-"""Per-API-key request rate limit (sliding one-minute window, in this process's memory).
+"""Per-API-key request rate limit. 0 requests per minute disables it.
 
-With several API processes each enforces the limit on its own share; a shared limiter (Redis)
-would be the next step. 0 requests per minute disables the limit.
+With a Redis broker the count lives in Redis (a fixed one-minute window per key), so every API
+process enforces one shared limit; otherwise each process counts in memory (a sliding window).
+If Redis stops answering, the limiter falls back to memory rather than refusing traffic.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import deque
 from threading import Lock
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class RateLimiter:
-    def __init__(self, per_minute: int, window_seconds: float = 60.0) -> None:
+    def __init__(self, per_minute: int, window_seconds: float = 60.0, redis_url: str | None = None) -> None:
         self.per_minute = per_minute
         self.window = window_seconds
         self._hits: dict[str, deque[float]] = {}
         self._lock = Lock()
+        self._redis: Any = None
+        if per_minute > 0 and redis_url and redis_url.startswith(("redis://", "rediss://")):
+            import redis
+
+            self._redis = redis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
 
     def hit(self, key: str, now: float | None = None) -> int | None:
         """Record a request; None if allowed, else the seconds to wait (for Retry-After)."""
         if self.per_minute <= 0:
             return None
-        now = time.monotonic() if now is None else now
+        if self._redis is not None:
+            try:
+                return self._hit_redis(key, time.time() if now is None else now)
+            except Exception as exc:  # Redis trouble must not take the API down with it
+                log.warning("rate limiter: Redis unavailable, counting in memory: %s", exc)
+        return self._hit_memory(key, time.monotonic() if now is None else now)
+
+    def _hit_redis(self, key: str, now: float) -> int | None:
+        window = int(now // self.window)
+        name = f"spectra:ratelimit:{key}:{window}"
+        pipe = self._redis.pipeline()
+        pipe.incr(name)
+        pipe.expire(name, int(self.window) * 2)
+        count = int(pipe.execute()[0])
+        if count > self.per_minute:
+            return max(1, math.ceil((window + 1) * self.window - now))
+        return None
+
+    def _hit_memory(self, key: str, now: float) -> int | None:
         with self._lock:
             hits = self._hits.setdefault(key, deque())
             while hits and hits[0] <= now - self.window:

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import hashlib
+from contextlib import ExitStack
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -20,7 +22,7 @@ from app.main import create_app
 from app.storage import job_prefix
 from app.storage.local import LocalStore, sign_token
 from compression.specs import METHODS
-from tests.service.api_env import ApiServer, api, job_body  # noqa: F401
+from tests.service.api_env import ApiServer, api, job_body, redis_broker  # noqa: F401
 
 
 def test_methods_list_every_method_with_its_options_schema(api: ApiServer) -> None:
@@ -126,8 +128,19 @@ def test_broker_down_fails_readiness_and_submission(tmp_path: Path) -> None:
         assert client.get("/v1/jobs", headers={"X-API-Key": key}).json()["items"] == []  # withdrawn
 
 
-def test_rate_limit_per_key_answers_429_with_retry_after(tmp_path: Path) -> None:
-    with TestClient(create_app(_local_settings(tmp_path, rate_limit_per_minute=3))) as client:
+@pytest.mark.parametrize("shared", [False, True], ids=["memory", "redis"])
+def test_rate_limit_per_key_answers_429_with_retry_after(tmp_path: Path, shared: bool) -> None:
+    overrides: dict[str, object] = {"rate_limit_per_minute": 3}
+    with ExitStack() as stack:
+        if shared:  # counted in Redis: one limit across API processes, in fixed one-minute windows
+            overrides["broker_url"] = stack.enter_context(redis_broker())
+            if time.time() % 60 > 50:  # don't let the window roll over in the middle of the test
+                time.sleep(61 - time.time() % 60)
+        _check_rate_limit(tmp_path, overrides)
+
+
+def _check_rate_limit(tmp_path: Path, overrides: dict[str, object]) -> None:
+    with TestClient(create_app(_local_settings(tmp_path, **overrides))) as client:
         with session_scope(client.app.state.settings.database_url) as session:  # type: ignore[attr-defined]
             _, first = crud.create_api_key(session, tenant_name="a")
             _, second = crud.create_api_key(session, tenant_name="b")
