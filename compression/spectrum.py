@@ -52,6 +52,16 @@ class ScoredSpectrumLinear(nn.Module):
         bias = linear.bias.detach() if linear.bias is not None else None
         return cls(u.to(dtype), s.to(dtype), in_basis.to(dtype), bias)
 
+    @torch.no_grad()
+    def restrict(self, index: torch.Tensor) -> None:
+        """Keep only the components at `index` (in place): later steps cost what the candidates cost."""
+        index = index.to(self.sigma.device).sort().values
+        self.out_basis = self.out_basis[:, index].contiguous()
+        self.in_basis = self.in_basis[index].contiguous()
+        self.sigma = self.sigma[index].contiguous()
+        self.mask = self.mask[index].contiguous()
+        self.score = nn.Parameter(self.score.detach()[index].clone(), requires_grad=self.score.requires_grad)
+
     @property
     def full_rank(self) -> int:
         return self.sigma.numel()

@@ -26,6 +26,8 @@ and overshoots the budget; F * s^2 gives a loss-calibrated ranking comparable ac
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -96,6 +98,21 @@ def _fisher(model: torch.nn.Module, modules: Sequence[ScoredSpectrumLinear], cal
     return [a / count for a in acc]
 
 
+def _restrict_to_candidates(modules: Sequence[ScoredSpectrumLinear], keep: Sequence[torch.Tensor],
+                            fisher: list[torch.Tensor], margin: float) -> list[torch.Tensor]:
+    """Drop every component that is neither kept nor among the next margin * rank by Fisher importance."""
+    restricted = []
+    for m, k, f in zip(modules, keep, fisher):
+        k = k.to(f.device)
+        extra = min(int(math.ceil(margin * int(k.sum()))), int((~k).sum()))
+        # Dropped components rank by their Fisher information (their score is 0 now).
+        candidates = torch.where(k, torch.full_like(f, -1.0), f).topk(extra).indices if extra else k.new_zeros(0, dtype=torch.long)
+        index = torch.cat([torch.nonzero(k).flatten(), candidates]).sort().values
+        m.restrict(index)
+        restricted.append(f[index])
+    return restricted
+
+
 def train_scores(
     model: torch.nn.Module,
     modules: Sequence[ScoredSpectrumLinear],
@@ -110,7 +127,6 @@ def train_scores(
 ) -> TrainingLog:
     """Run the three stages in place; on return every module's mask holds the selected budget."""
     log = TrainingLog()
-    params = [m.score for m in modules]
     costs = [float(m.cost) for m in modules]
     total_dense = float(sum(m.out_features * m.in_features for m in modules))
     generator = torch.Generator().manual_seed(seed)
@@ -141,18 +157,23 @@ def train_scores(
     try:
         for p in model.parameters():
             p.requires_grad_(False)
-        for p in params:
-            p.requires_grad_(True)
+        for m in modules:
+            m.score.requires_grad_(True)
 
-        fisher = _fisher(model, modules, calibration, options.fisher_batches, device, check_stop,
-                         lambda f, msg: report(msg))
-        apply_selection(modules, select_budget(modules, budget, importance(fisher)), freeze=False)
-        log.stages.append({"stage": "coarse", "windows": fisher_count,
-                           "params_over_budget": capped_params(modules) / budget})
         teacher = _Teacher(model, modules, calibration, device, options.teacher_cache_mb)
         report("cached the dense model's next-token distributions")
+        fisher = _fisher(model, modules, calibration, options.fisher_batches, device, check_stop,
+                         lambda f, msg: report(msg))
+        keep = select_budget(modules, budget, importance(fisher))
+        apply_selection(modules, keep, freeze=False)
+        if options.candidate_margin is not None and teacher.cache is not None:
+            fisher = _restrict_to_candidates(modules, keep, fisher, options.candidate_margin)
+        log.stages.append({"stage": "stage 1/3 coarse compression", "windows": fisher_count,
+                           "params_over_budget": capped_params(modules) / budget,
+                           "candidates": sum(m.full_rank for m in modules)})
 
         def run_stage(name: str, steps: int, refine: bool) -> None:
+            params = [m.score for m in modules]  # re-read: restrict() replaced the parameters
             optimizer = torch.optim.Adam(params, lr=options.learning_rate)
             kl = ce = 0.0
             for step in range(steps):
@@ -186,8 +207,8 @@ def train_scores(
         log.ranks = [max(1, int(torch.count_nonzero(m.score.detach() * m.mask))) for m in modules]
         log.final_params = sum(r * m.cost for r, m in zip(log.ranks, modules))
     finally:
-        for p in params:
-            p.requires_grad_(False)
+        for m in modules:
+            m.score.requires_grad_(False)
         for p, flag in zip(model.parameters(), grad_flags):
             p.requires_grad_(flag)
         model.train(was_training)

@@ -85,6 +85,7 @@ class SoCo(Compressor):
         scored = factor_targets(ctx, options)
         budget = factor_budget(ctx, scored, dense_total)
         modules = [m for _, _, _, m in scored]
+        full_ranks = {name: m.full_rank for name, _, _, m in scored}  # before training drops candidates
         log = train_scores(
             ctx.model, modules, ctx.calibration, budget, options, ctx.device, seed=ctx.seed,
             progress=lambda f, msg: ctx.progress(0.1 + 0.85 * f, msg), check_stop=ctx.check_stop,
@@ -101,7 +102,7 @@ class SoCo(Compressor):
         return MethodReport(
             details={
                 "ranks": ranks,
-                "full_ranks": {name: m.full_rank for name, _, _, m in scored},
+                "full_ranks": full_ranks,
                 "break_even_ranks": {name: m.break_even_rank for name, _, _, m in scored},
                 "basis": options.basis,
                 "budget_params": budget,

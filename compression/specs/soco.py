@@ -35,6 +35,13 @@ class SoCoOptions(TargetedOptions):
     reselect_every: int = Field(
         4, ge=1, le=100_000, description="Stage 2: steps between two projections onto the budget."
     )
+    candidate_margin: float | None = Field(
+        0.5, ge=0,
+        description="After stage 1, keep in memory only the selected components plus this fraction more "
+        "(the next most important of each matrix) as regrowth candidates, so stages 2-3 cost about what the "
+        "compressed model costs instead of a full-rank factorization. None keeps every component "
+        "(also the case when the dense log-probs do not fit teacher_cache_mb).",
+    )
     compensate_steps: int = Field(
         32, ge=0, le=100_000,
         description="Stage 3 (importance-amplified compensation): the mask is frozen at exactly the budget "
