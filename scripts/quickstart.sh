@@ -85,7 +85,12 @@ printf '%s' "$BODY" | $PY -c 'import json,sys
 j=json.load(sys.stdin)
 print("status:", j["status"])
 if j.get("error"): print("error:", json.dumps(j["error"]))
-print("metrics:"); print(json.dumps(j.get("metrics"), indent=2, sort_keys=True))'
+m = j.get("metrics") or {}
+if "ppl_before" in m:
+    print("perplexity on %s: %.2f before -> %.2f after; removed %.1f%% of decoder linear parameters (target %.0f%%)"
+          % ((m.get("protocol") or {}).get("corpus"), m["ppl_before"], m["ppl_after"],
+             100 * m["achieved_ratio"], 100 * m["target_ratio"]))
+print("all metrics:"); print(json.dumps(m, indent=2, sort_keys=True))'
 [ "$STATUS" = succeeded ] || { echo "the job did not succeed; server log: $SPECTRA_HOME/serve.log"; exit 1; }
 echo "artifacts (GET $API/v1/jobs/$JOB_ID/artifacts; stored under $SPECTRA_HOME/artifacts):"
 curl -fsS "$API/v1/jobs/$JOB_ID/artifacts" -H "X-API-Key: $KEY" | $PY -c 'import json,sys

@@ -128,6 +128,7 @@ def _upload_and_publish(settings: Settings, *, job_id: str, worker: str, tenant_
         _delete_quietly(store, prefix)
         return Failure("upload_failed", f"uploading the artifact failed: {type(exc).__name__}: {exc}",
                        retry=True)
+    _record_upload_done(settings, job_id=job_id, count=len(files))
     metrics = _metrics(report, wall_seconds=wall_seconds, attempt=attempt)
     with session_scope(settings.database_url) as session:
         if crud.is_cancel_requested(session, job_id=job_id):
@@ -143,6 +144,11 @@ def _upload_and_publish(settings: Settings, *, job_id: str, worker: str, tenant_
         log.info("job %s: attempt %d superseded; upload deleted", job_id, attempt)
         return Failure("lost", "another worker took the job over")
     return None
+
+
+def _record_upload_done(settings: Settings, *, job_id: str, count: int) -> None:
+    with session_scope(settings.database_url) as session:
+        crud.set_progress(session, job_id=job_id, stage="upload", fraction=1.0, message=f"uploaded {count} files")
 
 
 def _metrics(report: dict[str, Any], *, wall_seconds: float, attempt: int) -> dict[str, Any]:
