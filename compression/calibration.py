@@ -71,19 +71,25 @@ def _read_jsonl_text(path: Path) -> str:
     return "\n\n".join(docs)
 
 
-def user_file_text(path: str, data_roots: Sequence[Path]) -> str:
-    """Text of a user .txt/.jsonl that must resolve (symlinks followed) under an allowed data root."""
+def check_user_file(path: str, data_roots: Sequence[Path]) -> Path:
+    """The resolved path (symlinks followed) of a user .txt/.jsonl, which must lie under an allowed data root."""
     resolved = Path(path).resolve()
     roots = [Path(r).resolve() for r in data_roots]
     if not any(resolved == r or r in resolved.parents for r in roots):
         allowed = ", ".join(str(r) for r in roots) or "(none configured)"
         raise PathNotAllowed(f"calibration file {path} is outside the allowed data roots: {allowed}")
     _require(resolved, "calibration")
+    if resolved.suffix not in (".txt", ".jsonl"):
+        raise InvalidInput(f"calibration file {path} must be .txt or .jsonl (with a 'text' field)")
+    return resolved
+
+
+def user_file_text(path: str, data_roots: Sequence[Path]) -> str:
+    """Text of a user .txt/.jsonl under an allowed data root."""
+    resolved = check_user_file(path, data_roots)
     if resolved.suffix == ".txt":
         return resolved.read_text(encoding="utf-8")
-    if resolved.suffix == ".jsonl":
-        return _read_jsonl_text(resolved)
-    raise InvalidInput(f"calibration file {path} must be .txt or .jsonl (with a 'text' field)")
+    return _read_jsonl_text(resolved)
 
 
 def calibration_text(spec: CalibrationSpec, data_dir: Path, data_roots: Sequence[Path] = ()) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from compression.calibration import CALIBRATION_FILES, EVAL_FILES, calibration_windows, eval_tokens
+from compression.calibration import CALIBRATION_FILES, EVAL_FILES, calibration_windows, check_user_file, eval_tokens
 from compression.errors import Cancelled, InvalidInput, RatioNotReached
 from compression.evaluation import StageTimer, peak_memory, perplexity, reset_peak_memory
 from compression.export import export
@@ -151,6 +151,8 @@ def run(
     from compression.models import resolve_device
 
     device = resolve_device(spec.device)
+    if spec.calibration.source == "file" and compressor.info.requires_calibration:
+        check_user_file(spec.calibration.path or "", settings.data_roots)  # fail before loading a model
     stages = _Stages(progress, should_stop, device)
     try:
         with seeded(spec.seed, device):
