@@ -48,7 +48,7 @@ PROTOCOL = {
 # SoCo step counts per model: on a shared 2-core CPU one SmolLM2 step (256 tokens, forward + backward)
 # takes several seconds, so the 135M model gets a shorter schedule than the defaults.
 SOCO_SCHEDULE = {
-    "smollm2": {"fisher_batches": 8, "refine_steps": 8, "reselect_every": 4, "compensate_steps": 16, "batch_size": 1},
+    "smollm2": {"fisher_batches": 4, "refine_steps": 4, "reselect_every": 2, "compensate_steps": 12, "batch_size": 1},
     "tinystories": {},
 }
 
@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ratios", default="0.2,0.4,0.6")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--soco-options", default="{}", help="JSON overrides of SoCoOptions")
+    p.add_argument("--ppl-windows", type=int, default=None,
+                   help="score only the first N eval windows (default: the protocol's; 8 x 2048 on SmolLM2)")
+    p.add_argument("--skip-dense", action="store_true", help="do not measure the dense model's perplexity")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--figures", default=str(REPO / "bench" / "results"), help="folder for SoCo's rank PNGs")
@@ -150,12 +153,15 @@ def main(argv: list[str] | None = None) -> None:
 
         tokenizer = AutoTokenizer.from_pretrained(folder)
         corpus, seq_len, windows, calib_source, samples, calib_len = PROTOCOL[name]
+        windows = args.ppl_windows or windows
         tokens = eval_tokens(tokenizer, corpus, DATA)
         calib = calibration_windows(tokenizer, CalibrationSpec(source=calib_source, samples=samples, seq_len=calib_len),
                                     DATA, seed=0)
-        dense = perplexity(load(folder, device), tokens, seq_len, max_windows=windows, device=device)
+        dense = None if args.skip_dense else perplexity(load(folder, device), tokens, seq_len, max_windows=windows,
+                                                         device=device)
         print(f"## {name}: {corpus} perplexity, windows of {seq_len} ({windows or 'all'} windows); "
-              f"calibration {calib_source} {samples} x {calib_len}; dense ppl {dense:.2f}\n")
+              f"calibration {calib_source} {samples} x {calib_len}; dense ppl "
+              f"{'not measured' if dense is None else f'{dense:.2f}'}\n")
         print("| ratio | method | achieved | ppl | vs svd_llm | compress s | peak MiB |")
         print("|---|---|---|---|---|---|---|")
         sys.stdout.flush()

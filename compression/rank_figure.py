@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: workers have no display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ def render_rank_allocation(entries: Sequence[MatrixRank], title: str = "") -> by
     for name in modules:
         xs = [layer for layer in layers if (layer, name) in rank]
         ax_lines.plot(xs, [rank[(x, name)].rank for x in xs], marker="o", markersize=3, label=name)
+    ax_lines.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_lines.set_xlabel("decoder layer")
     ax_lines.set_ylabel("kept rank")
     ax_lines.legend(fontsize=8, ncol=2)

@@ -48,16 +48,15 @@ class TrainingLog:
 
 
 class _Teacher:
-    """The dense model's next-token log-probs per calibration window, cached in float16 when they fit."""
+    """The dense model's next-token log-probs per calibration window, computed on first use and cached
+    (float16) when the whole calibration set would fit in cache_mb; otherwise recomputed each time."""
 
     def __init__(self, model: torch.nn.Module, modules: Sequence[ScoredSpectrumLinear], calibration: torch.Tensor,
                  device: torch.device, cache_mb: int) -> None:
         self.model, self.modules, self.calibration, self.device = model, modules, calibration, device
         vocab = int(model.get_output_embeddings().weight.shape[0])
-        size_mb = calibration.numel() * vocab * 2 / 2**20
-        self.cache: torch.Tensor | None = None
-        if size_mb <= cache_mb:
-            self.cache = torch.cat([self._compute(calibration[i : i + 1]) for i in range(calibration.shape[0])])
+        self.cacheable = calibration.numel() * vocab * 2 / 2**20 <= cache_mb
+        self.cache: dict[int, torch.Tensor] = {}
 
     @torch.no_grad()
     def _compute(self, batch: torch.Tensor) -> torch.Tensor:
@@ -65,9 +64,16 @@ class _Teacher:
             logits = self.model(input_ids=batch.to(self.device), use_cache=False).logits
         return F.log_softmax(logits.float(), dim=-1).to(torch.float16)
 
+    def warm(self, indices: Sequence[int]) -> None:
+        """Compute (while the modules can still express the dense weights) the windows used later."""
+        for i in indices:
+            if i not in self.cache:
+                self.cache[i] = self._compute(self.calibration[i : i + 1])[0]
+
     def log_probs(self, indices: torch.Tensor) -> torch.Tensor:
-        if self.cache is not None:
-            return self.cache[indices].float()
+        if self.cacheable:
+            self.warm(indices.tolist())
+            return torch.stack([self.cache[i] for i in indices.tolist()]).float()
         return self._compute(self.calibration[indices]).float()
 
 
@@ -82,8 +88,10 @@ def _task_loss(model: torch.nn.Module, batch: torch.Tensor, teacher_logp: torch.
 
 
 def _fisher(model: torch.nn.Module, modules: Sequence[ScoredSpectrumLinear], calibration: torch.Tensor,
-            batches: int, device: torch.device, check_stop: Callable[[], None], progress: Progress) -> list[torch.Tensor]:
-    """Mean over windows of (d next-token-loss / d s)^2 per component."""
+            batches: int, device: torch.device, check_stop: Callable[[], None], progress: Progress,
+            teacher: _Teacher) -> list[torch.Tensor]:
+    """Mean over windows of (d next-token-loss / d s)^2 per component (all s = 1: the dense model, so
+    the same forward also gives the teacher's log-probs of these windows)."""
     acc = [torch.zeros_like(m.score) for m in modules]
     count = min(batches, calibration.shape[0])
     for b in range(count):
@@ -91,6 +99,8 @@ def _fisher(model: torch.nn.Module, modules: Sequence[ScoredSpectrumLinear], cal
         batch = calibration[b : b + 1].to(device)
         logits = model(input_ids=batch, use_cache=False).logits.float()
         loss = F.cross_entropy(logits[0, :-1], batch[0, 1:])
+        if teacher.cacheable:
+            teacher.cache[b] = F.log_softmax(logits.detach()[0], dim=-1).to(torch.float16)
         grads = torch.autograd.grad(loss, [m.score for m in modules])
         for a, g in zip(acc, grads):
             a.add_(g.detach() ** 2)
@@ -161,12 +171,16 @@ def train_scores(
             m.score.requires_grad_(True)
 
         teacher = _Teacher(model, modules, calibration, device, options.teacher_cache_mb)
-        report("cached the dense model's next-token distributions")
         fisher = _fisher(model, modules, calibration, options.fisher_batches, device, check_stop,
-                         lambda f, msg: report(msg))
+                         lambda f, msg: report(msg), teacher)
+        steps = options.refine_steps + options.compensate_steps
+        batches = [next_batch() for _ in range(steps)]  # drawn now so the teacher can be warmed before restriction
+        if teacher.cacheable:
+            teacher.warm(sorted({i for b in batches for i in b.tolist()}))
+        report("cached the dense model's next-token distributions")
         keep = select_budget(modules, budget, importance(fisher))
         apply_selection(modules, keep, freeze=False)
-        if options.candidate_margin is not None and teacher.cache is not None:
+        if options.candidate_margin is not None and teacher.cacheable:
             fisher = _restrict_to_candidates(modules, keep, fisher, options.candidate_margin)
         log.stages.append({"stage": "stage 1/3 coarse compression", "windows": fisher_count,
                            "params_over_budget": capped_params(modules) / budget,
@@ -178,7 +192,7 @@ def train_scores(
             kl = ce = 0.0
             for step in range(steps):
                 check_stop()
-                indices = next_batch()
+                indices = batches.pop(0)
                 batch = calibration[indices].to(device)
                 loss, kl, ce = _task_loss(model, batch, teacher.log_probs(indices).to(device), options)
                 if refine:
