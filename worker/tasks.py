@@ -83,7 +83,9 @@ def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, An
             try:
                 from compression.run import RunSettings, run  # torch: loaded only in a worker, only here
 
-                result = run(JobSpec.model_validate(spec), work / "out", settings=_run_settings(settings, RunSettings),
+                run_settings = RunSettings(model_roots=tuple(settings.model_roots), data_dir=settings.data_dir,
+                                           data_roots=tuple(settings.data_roots), cache_dir=settings.hf_cache_dir)
+                result = run(JobSpec.model_validate(spec), work / "out", settings=run_settings,
                              progress=tracker.progress, should_stop=tracker.should_stop)
             except Cancelled:
                 return _stopped(tracker)
@@ -102,11 +104,6 @@ def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, An
         return Failure("time_limit", tracker.time_limit_message())
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _run_settings(settings: Settings, run_settings_cls: Any) -> Any:
-    return run_settings_cls(model_roots=list(settings.model_roots), data_dir=settings.data_dir,
-                            data_roots=list(settings.data_roots), cache_dir=settings.hf_cache_dir)
 
 
 def _stopped(tracker: JobTracker) -> Failure:
