@@ -25,7 +25,7 @@ from compression.calibration import CALIBRATION_FILES, EVAL_FILES, calibration_w
 from compression.errors import Cancelled, InvalidInput, RatioNotReached
 from compression.evaluation import StageTimer, peak_memory, perplexity, reset_peak_memory
 from compression.export import export
-from compression.models import LoadedModel, load_model, max_positions
+from compression.models import LoadedModel, load_model, max_positions, resolve_device
 from compression.specs import JobSpec
 from compression.surgery import count_params, decoder_linear_params
 
@@ -148,8 +148,6 @@ def run(
         compressor = methods.get(spec.method)
     except KeyError as exc:
         raise InvalidInput(str(exc.args[0])) from None
-    from compression.models import resolve_device
-
     device = resolve_device(spec.device)
     if spec.calibration.source == "file" and compressor.info.requires_calibration:
         check_user_file(spec.calibration.path or "", settings.data_roots)  # fail before loading a model
