@@ -105,6 +105,11 @@ def http_phases(service: Service, args: argparse.Namespace) -> list[dict[str, ob
     # The job read under load: one of the seeded (finished, with metrics) jobs.
     first = httpx.get(f"{service.base_url}/v1/jobs?limit=1", headers=headers, timeout=30).json()
     job_id = first["items"][0]["id"]
+    # The service under test must still authenticate and answer correctly (matters for --app variants).
+    wrong = httpx.get(f"{service.base_url}/v1/jobs/{job_id}", headers={"X-API-Key": "sk_" + "x" * 43}, timeout=30)
+    right = httpx.get(f"{service.base_url}/v1/jobs/{job_id}", headers=headers, timeout=30)
+    if wrong.status_code != 401 or right.status_code != 200 or right.json()["id"] != job_id:
+        raise RuntimeError(f"sanity check failed: wrong key -> {wrong.status_code}, right key -> {right.status_code}")
     rows = []
     account = CpuAccount(service.api.pid, service.admin_dsn, service.database_name)
     for concurrency in args.concurrency:
