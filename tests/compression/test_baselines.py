@@ -167,3 +167,28 @@ def test_methods_need_calibration_and_honour_stop(tiny_model, tiny_tokenizer, ti
     with pytest.raises(Cancelled):
         _compress(tiny_model, tiny_tokenizer, tiny_calib, "svd", 0.2, stop=lambda: True)
     assert type(tiny_model.model.layers[0].self_attn.q_proj) is nn.Linear  # stopped before any change
+
+
+def test_biased_projections_keep_their_bias(tiny_tokenizer):
+    """Qwen2 has biased q/k/v (a tiny random model: only shapes and bookkeeping matter here)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=64, hidden_size=128, intermediate_size=384, num_hidden_layers=2,
+                         num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=64)
+    model = Qwen2ForCausalLM(config).eval()
+    k_bias = model.model.layers[0].self_attn.k_proj.bias.detach().clone()
+    calib = torch.randint(0, 64, (4, 32), generator=torch.Generator().manual_seed(0))
+    arch = arch_for("qwen2")
+    dense = decoder_linear_params(model, arch)
+    ctx = CompressionContext(
+        model=model, tokenizer=None, arch=arch, options=options_class("svd_llm")(update=True), target_ratio=0.4,
+        calibration=calib, device=torch.device("cpu"), seed=0,
+    )
+    report = get("svd_llm").compress(ctx)
+    assert abs(1 - decoder_linear_params(model, arch) / dense - 0.4) <= 0.01
+    k_proj = model.model.layers[0].self_attn.k_proj
+    assert isinstance(k_proj, LowRankLinear) and torch.equal(k_proj.bias, k_bias)
+    assert report.details["ranks"]["model.layers.0.self_attn.k_proj"] == k_proj.rank
+    with torch.no_grad():
+        assert torch.isfinite(model(calib).logits).all()
