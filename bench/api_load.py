@@ -63,11 +63,15 @@ def scenarios(job_id: str, list_limit: int | None) -> list[tuple[str, str, str, 
 
 
 def measure(service: Service, account: CpuAccount, method: str, path: str, body: dict[str, object] | None,
-            concurrency: int, args: argparse.Namespace) -> tuple[Result, dict[str, float]]:
+            concurrency: int, args: argparse.Namespace, profile_label: str | None = None,
+            ) -> tuple[Result, dict[str, float]]:
     marks: list[Snapshot] = []
+    profilers: list[subprocess.Popen[bytes]] = []
 
-    def on_start() -> None:
+    def on_start() -> None:  # the measured window opens: warm-up is over
         marks.append(account.snapshot())
+        if profile_label:
+            profilers.extend(start_profilers(service, args.profile_dir, profile_label, args.seconds))
 
     if args.client == "httpx":
         coro = run_httpx(service.base_url, method, path, service.api_key, body, concurrency, args.seconds,
@@ -82,7 +86,10 @@ def measure(service: Service, account: CpuAccount, method: str, path: str, body:
         result = uvloop.run(coro)
     except ImportError:
         result = asyncio.run(coro)
-    return result, account.difference(marks[0], account.snapshot(), len(result.latencies))
+    cpu = account.difference(marks[0], account.snapshot(), len(result.latencies))
+    for profiler in profilers:
+        profiler.wait(timeout=60)
+    return result, cpu
 
 
 def start_profilers(service: Service, out_dir: Path, label: str, seconds: float) -> list[subprocess.Popen[bytes]]:
@@ -93,7 +100,7 @@ def start_profilers(service: Service, out_dir: Path, label: str, seconds: float)
         raise FileNotFoundError(f"{py_spy} is missing: .venv/bin/pip install py-spy")
     out_dir.mkdir(parents=True, exist_ok=True)
     safe = label.replace(" ", "_").replace("/", "_").replace("{", "").replace("}", "")
-    return [subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--duration", str(int(seconds)),
+    return [subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
                               "--rate", "250", "--nonblocking", "--format", "raw", "--gil",
                               "--output", str(out_dir / f"{safe}.{pid}.txt")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -117,12 +124,8 @@ def http_phases(service: Service, args: argparse.Namespace) -> list[dict[str, ob
             if args.endpoints and name not in args.endpoints:
                 continue
             label = f"{name}@{concurrency}"
-            profilers = []
-            if args.profile_dir and label in args.profile:
-                profilers = start_profilers(service, args.profile_dir, label, args.warmup + args.seconds)
-            result, cpu = measure(service, account, method, path, body, concurrency, args)
-            for profiler in profilers:
-                profiler.wait(timeout=60)
+            profile = label if args.profile_dir and label in args.profile else None
+            result, cpu = measure(service, account, method, path, body, concurrency, args, profile)
             row = {"endpoint": name, "connections": concurrency, **result.summary(), **cpu,
                    "load_avg_1m": os.getloadavg()[0]}
             rows.append(row)
