@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -40,14 +40,28 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) if parts else "body"
 
 
-async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+def _message(err: dict[str, Any]) -> str:
+    if err.get("type") == "json_invalid":  # FastAPI says only "JSON decode error"
+        reason = (err.get("ctx") or {}).get("error", "")
+        return f"the request body is not valid JSON ({reason}); send a JSON object" if reason else NOT_JSON
+    return str(err.get("msg", "invalid value"))
+
+
+NOT_JSON = "the request body is not valid UTF-8 JSON; send a JSON object"
+
+
+def _validation_errors(errors: list[dict[str, Any]]) -> JSONResponse:
     # Keep loc/msg/type (FastAPI's documented shape) plus 'field'; drop 'input', which may echo secrets.
-    errors = [
+    shaped = [
         {"loc": list(err.get("loc", ())), "field": _field_name(tuple(err.get("loc", ()))),
-         "msg": err.get("msg", "invalid value"), "type": err.get("type", "value_error")}
-        for err in exc.errors()
+         "msg": _message(err), "type": err.get("type", "value_error")}
+        for err in errors
     ]
-    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+    return JSONResponse({"detail": jsonable_encoder(shaped)}, status_code=422)
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    return _validation_errors(list(exc.errors()))
 
 
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:
@@ -59,6 +73,9 @@ def _allowed_methods(app: FastAPI, path: str) -> list[str]:
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        # FastAPI's answer to a body that is not even text (bad UTF-8): the same 422 as malformed JSON.
+        return _validation_errors([{"loc": ("body",), "msg": NOT_JSON, "type": "json_invalid"}])
     headers = dict(exc.headers or {})
     detail = exc.detail
     if exc.status_code == 405:
@@ -69,6 +86,14 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
     elif exc.status_code == 404 and detail == "Not Found":  # no route matched at all
         detail = f"no endpoint {request.url.path}; the API lives under /v1 (see /docs)"
     return await http_exception_handler(request, StarletteHTTPException(exc.status_code, detail, headers))
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """Only a lost connection is 'unavailable' (503); any other driver error (bad data, a constraint)
+    is a bug to see as a 500, not to be retried by clients forever."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return await _database_unavailable(request, exc)
+    return await _unexpected(request, exc)
 
 
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
@@ -117,8 +142,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
-    for db_error in (OperationalError, DBAPIError, PoolTimeout):
+    for db_error in (OperationalError, InterfaceError, PoolTimeout):
         app.add_exception_handler(db_error, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(StorageError, _storage_unavailable)
     app.add_exception_handler(Exception, _unexpected)
 

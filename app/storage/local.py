@@ -44,13 +44,14 @@ def verify_token(secret: bytes, token: str, now: float | None = None) -> tuple[s
         expected = _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
     except (ValueError, UnicodeError):
         raise TokenError("malformed download token; request a new link from /v1/jobs/{id}/artifacts") from None
-    if not hmac.compare_digest(expected, signature):
+    # Bytes, not str: compare_digest refuses non-ASCII str, and a URL can carry any character.
+    if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogateescape")):
         raise TokenError("invalid download token signature; request a new link from /v1/jobs/{id}/artifacts")
     try:
         data = json.loads(_unb64(payload))
         key, filename, expires = str(data["k"]), str(data["f"]), int(data["e"])
     except (ValueError, KeyError, TypeError):
-        raise TokenError("malformed download token") from None
+        raise TokenError("malformed download token; request a new link from /v1/jobs/{id}/artifacts") from None
     if (now or time.time()) > expires:
         raise TokenError("download link expired; request a new one from /v1/jobs/{id}/artifacts")
     return key, filename

@@ -142,7 +142,8 @@ def cancel_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JobOut:
             summary="The job's log: state changes, stages and messages, oldest first")
 def list_events(
     job_id: str, tenant: TenantDep, session: SessionDep,
-    after: Annotated[int | None, Query(ge=0, le=2**62, description="Only events with id > after")] = None,
+    # Event ids are 32-bit integers in the database; a larger bound would reach PostgreSQL as an error.
+    after: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="Only events with id > after")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> list[EventOut]:
     job = crud.get_job(session, job_id=job_id, tenant_id=tenant.id) if len(job_id) <= 64 else None
