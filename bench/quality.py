@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +51,8 @@ def _model_root(key: str) -> Path:
     return SHARED / "models"
 
 
-def bench_model(key: str, methods: list[str], ratios: list[float], work: Path) -> list[dict[str, object]]:
+def bench_model(key: str, methods: list[str], ratios: list[float], work: Path, eval_windows: int | None = None,
+                calib_samples: int | None = None) -> list[dict[str, object]]:
     import torch
 
     from compression.calibration import eval_tokens
@@ -62,12 +63,16 @@ def bench_model(key: str, methods: list[str], ratios: list[float], work: Path) -
     from compression.specs import JobSpec
 
     b = BENCHES[key]
+    if eval_windows is not None:
+        b = replace(b, eval_windows=eval_windows)
+    if calib_samples is not None:
+        b = replace(b, calibration={**b.calibration, "samples": calib_samples})
     settings = RunSettings(model_roots=(_model_root(key),), data_dir=SHARED / "data", data_roots=(SHARED / "data",))
     base = load_model(b.name, model_roots=settings.model_roots, device="cpu")
     tokens = eval_tokens(base.tokenizer, b.eval_corpus, settings.data_dir)
     t0 = time.perf_counter()
     ppl_before = perplexity(base.model, tokens, b.eval_seq_len, b.eval_windows)
-    print(f"[{key}] ppl before {ppl_before:.3f} ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+    print(f"[{key}] ppl before {ppl_before:.3f} on {b.eval_windows or 'all'} windows of {b.eval_seq_len} ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
     del base
     rows = []
     for method in methods:
@@ -118,11 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=sorted(BENCHES), default=["tinystories", "smollm2"])
     parser.add_argument("--methods", nargs="+", default=["svd", "asvd", "svd_llm", "shortgpt"])
     parser.add_argument("--ratios", nargs="+", type=float, default=[0.2, 0.4])
+    parser.add_argument("--eval-windows", type=int, default=None,
+                        help="override the evaluation window count (default: all for TinyStories, 8 for SmolLM2)")
+    parser.add_argument("--calib-samples", type=int, default=None, help="override the calibration window count")
     args = parser.parse_args(argv)
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="spectra-bench-") as tmp:
         for key in args.models:
-            rows += bench_model(key, args.methods, args.ratios, Path(tmp))
+            rows += bench_model(key, args.methods, args.ratios, Path(tmp), args.eval_windows, args.calib_samples)
     print(markdown(rows))
     print("\nppl: exp(mean NLL over all predicted tokens), non-overlapping windows; TinyStories-656K on "
           "TinyStories valid head (windows of 512, all), SmolLM2 on WikiText-2 raw test (8 windows of 2048). "
