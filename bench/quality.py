@@ -72,7 +72,8 @@ def bench_model(key: str, methods: list[str], ratios: list[float], work: Path, e
     tokens = eval_tokens(base.tokenizer, b.eval_corpus, settings.data_dir)
     t0 = time.perf_counter()
     ppl_before = perplexity(base.model, tokens, b.eval_seq_len, b.eval_windows)
-    print(f"[{key}] ppl before {ppl_before:.3f} on {b.eval_windows or 'all'} windows of {b.eval_seq_len} ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+    print(f"[{key}] ppl before {ppl_before:.3f} on {b.eval_windows or 'all'} windows of {b.eval_seq_len} "
+          f"({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
     del base
     rows = []
     for method in methods:
