@@ -7,14 +7,15 @@ latency with a real Celery worker.
     .venv/bin/python bench/api_load.py --profile-dir /tmp/prof           # + py-spy during reads at 64
 
 It creates everything it uses and removes it at exit: a fresh PostgreSQL database (127.0.0.1:5432,
-migrated with `spectra migrate`), Redis db 13 (127.0.0.1:6379, flushed before and after), uvicorn
+migrated with `spectra migrate`), an empty Redis db (127.0.0.1:6379, the highest empty of 1-15, only
+its Celery keys removed afterwards), uvicorn
 (`--workers N`, uvloop + httptools, no access log) with the production defaults except
 SPECTRA_RATE_LIMIT_PER_MINUTE=100000000, so the per-key limiter runs but never answers 429.
 The database holds --seed-jobs finished jobs for the benchmarked tenant (and as many for a neighbour).
 
 During the HTTP phases nothing consumes the queue (a worker would compete for the 2 cores), so
 POST measures the API's own work: validate, insert job + event, commit, send to Redis. Afterwards
-the queued rows are cancelled, the broker db emptied, one Celery worker (prefork, -c 1) started,
+the queued rows are cancelled, the queue emptied, one Celery worker (prefork, -c 1) started,
 and --queue-jobs tiny svd jobs (TinyStories-656K from an offline HF cache) are submitted one after
 another, each once the previous finished: submit-to-start = the job's started_at (set by the
 worker's claim) minus the moment the POST was sent.
@@ -202,6 +203,15 @@ def print_table(rows: list[dict[str, object]], queue: dict[str, object] | None) 
               f"{'MET' if met else 'MISSED'}")
 
 
+def _code_version() -> dict[str, object]:
+    """The commit measured, and which service files differed from it (others edit app/ meanwhile)."""
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True).stdout.rstrip()
+
+    return {"commit": git("rev-parse", "HEAD"),
+            "uncommitted": git("status", "--porcelain", "--", "app", "worker", "compression/specs").splitlines()}
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2 = cores)")
@@ -247,6 +257,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "command": " ".join(sys.argv), "when": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "code": _code_version(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_before": load_before,
                     "load_avg_after": os.getloadavg()},
         "settings": {"app": args.app, "uvicorn_workers": args.workers, "client": args.client, "rate": args.rate,

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from tests.service.support.processes import Process, free_port, start_worker, wait_until  # noqa: E402
 
 POSTGRES_URL = os.environ.get("SPECTRA_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("SPECTRA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_BASE = "redis://127.0.0.1:6379"
 # Per-key limit far above anything the bench can send (the limiter still runs, it just never trips).
 BENCH_RATE_LIMIT_PER_MINUTE = 100_000_000
 SHARED = REPO.parent / "shared"
@@ -92,17 +92,42 @@ def throwaway_database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# What Celery/kombu (queue 'gpu') and the API's shared rate limiter keep in the broker db: the only keys
+# this bench removes.
+QUEUE_KEY_PATTERNS = ("gpu", "gpu\x06*")  # the waiting messages (and their priority lists)
+BROKER_KEY_PATTERNS = (*QUEUE_KEY_PATTERNS, "_kombu.*", "unacked*", "spectra:ratelimit:*")
+
+
+def clear_broker_keys(client: redis.Redis, patterns: tuple[str, ...] = BROKER_KEY_PATTERNS) -> None:
+    for pattern in patterns:
+        keys = list(client.scan_iter(match=pattern))
+        if keys:
+            client.delete(*keys)
+
+
 @contextmanager
 def redis_db() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
+    """An empty Redis db: SPECTRA_BENCH_REDIS_URL if set, else the highest empty one of 1-15. The service
+    tests pick random dbs too, so the bench never flushes a db: it removes only the Celery keys."""
+    explicit = os.environ.get("SPECTRA_BENCH_REDIS_URL")
+    candidates = [explicit] if explicit else [f"{REDIS_BASE}/{n}" for n in range(15, 0, -1)]
+    chosen = None
+    for url in candidates:
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            if client.dbsize() == 0:
+                chosen = client, url
+                break
+        except redis.ConnectionError as exc:
+            raise RuntimeError(f"Redis is not reachable at {url} (set SPECTRA_BENCH_REDIS_URL): {exc}") from exc
+        client.close()
+    if chosen is None:
+        raise RuntimeError(f"no empty Redis db among {', '.join(candidates)}; set SPECTRA_BENCH_REDIS_URL to one")
+    client, url = chosen
     try:
-        client.flushdb()
-    except redis.ConnectionError as exc:
-        raise RuntimeError(f"Redis is not reachable at {REDIS_URL} (set SPECTRA_BENCH_REDIS_URL): {exc}") from exc
-    try:
-        yield REDIS_URL
+        yield url
     finally:
-        client.flushdb()
+        clear_broker_keys(client)
         client.close()
 
 
@@ -195,7 +220,10 @@ def drain_queue(service: Service) -> int:
 
     with session_scope(service.database_url) as session:
         cancelled = session.execute(update(Job).where(Job.status == "queued").values(status="cancelled")).rowcount
-    redis.Redis.from_url(service.broker_url).flushdb()
+    client = redis.Redis.from_url(service.broker_url)
+    # Only the messages: the exchange bindings must stay, or the producer's later sends go nowhere.
+    clear_broker_keys(client, QUEUE_KEY_PATTERNS)
+    client.close()
     return int(cancelled or 0)
 
 
