@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.logredact import install_access_log_redaction
 from app.api.middleware import BodySizeLimit, HttpMetrics
 from app.api.ratelimit import RateLimiter
 from app.api.routes import downloads, health, jobs, methods
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        install_access_log_redaction()  # again here: the server may have reconfigured logging since
         if (settings.database_url or "").startswith("sqlite"):
             # Embedded mode: the schema is created on first start (cheap and idempotent).
             from app.core.migrations import upgrade_head
@@ -130,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             upgrade_head(settings.database_url or "")
         yield
 
+    install_access_log_redaction()
     app = FastAPI(title="Spectra", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                   generate_unique_id_function=_operation_id)
     app.state.settings = settings

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def decode_cursor(cursor: str) -> Cursor:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         created = datetime.fromisoformat(data["t"])
         job_id = str(data["id"])
-        if created.tzinfo is None or len(job_id) > 64:
+        if created.tzinfo is None or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", job_id):  # no NUL for PostgreSQL
             raise ValueError
     except (ValueError, KeyError, TypeError):
         raise field_error(("query", "cursor"), "invalid cursor: pass back next_cursor from the previous page "

@@ -29,7 +29,7 @@ JOB_ENDPOINTS = [("GET", ""), ("POST", "/cancel"), ("GET", "/events"), ("GET", "
 FILES = {"config.json": b'{"layers": 2}', "model.safetensors": bytes(range(256)) * 64}
 
 
-def succeeded_job(server: ApiServer, key: str, folder: Path) -> str:
+def succeeded_job(server: ApiServer, key: str, folder: Path, secret: bytes = SECRET) -> str:
     """A succeeded job with artifacts, made the way the worker publishes one (crud + store, no worker)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in FILES.items():
@@ -41,7 +41,7 @@ def succeeded_job(server: ApiServer, key: str, folder: Path) -> str:
         tenant_id = tenant.id
         job_id = crud.create_job(session, tenant_id=tenant_id, spec=spec).id
         assert crud.claim_job(session, job_id=job_id, worker="security-test", stale_after=60) is not None
-    stored = LocalStore(server.home / "artifacts", secret=SECRET).upload_dir(folder, job_prefix(tenant_id, job_id))
+    stored = LocalStore(server.home / "artifacts", secret=secret).upload_dir(folder, job_prefix(tenant_id, job_id))
     with session_scope(server.database_url) as session:
         assert crud.finish_job(session, job_id=job_id, status="succeeded", metrics={"ppl_after": 1.0},
                                artifacts=stored, worker="security-test")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, status
@@ -23,7 +24,14 @@ from compression.specs import JobSpec, Method
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTH_RESPONSES)
 
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 NOT_FOUND = {404: {"model": ErrorOut, "description": "No such job for this tenant"}}
+
+
+def _plausible_id(job_id: str) -> bool:
+    """Ids are uuid4 hex; anything else (NUL bytes, 10 kB, odd characters) cannot exist, so it is a 404
+    without a query (PostgreSQL would refuse a NUL byte with an error, not an empty result)."""
+    return _JOB_ID.fullmatch(job_id) is not None
 
 
 def _not_found(job_id: str) -> HTTPException:
@@ -111,7 +119,7 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND, summary="One job with progress and metrics")
 def get_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JobOut:
-    job = crud.get_job(session, job_id=job_id, tenant_id=tenant.id) if len(job_id) <= 64 else None
+    job = crud.get_job(session, job_id=job_id, tenant_id=tenant.id) if _plausible_id(job_id) else None
     if job is None:
         raise _not_found(job_id[:64])
     return JobOut.from_row(job)
@@ -125,7 +133,7 @@ def get_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JobOut:
     "between layers (poll until status is cancelled). A finished job answers 409.",
 )
 def cancel_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JobOut:
-    if len(job_id) > 64:
+    if not _plausible_id(job_id):
         raise _not_found(job_id[:64])
     try:
         job = crud.request_cancel(session, job_id=job_id, tenant_id=tenant.id)
@@ -146,7 +154,7 @@ def list_events(
     after: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="Only events with id > after")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> list[EventOut]:
-    job = crud.get_job(session, job_id=job_id, tenant_id=tenant.id) if len(job_id) <= 64 else None
+    job = crud.get_job(session, job_id=job_id, tenant_id=tenant.id) if _plausible_id(job_id) else None
     if job is None:
         raise _not_found(job_id[:64])
     return [EventOut.from_row(e) for e in crud.list_events(session, job_id=job.id, after_id=after, limit=limit)]
@@ -160,7 +168,7 @@ def list_events(
 )
 def list_artifacts(job_id: str, request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep,
                    store: StoreDep) -> list[ArtifactOut]:
-    job = crud.get_job(session, job_id=job_id, tenant_id=tenant.id) if len(job_id) <= 64 else None
+    job = crud.get_job(session, job_id=job_id, tenant_id=tenant.id) if _plausible_id(job_id) else None
     if job is None:
         raise _not_found(job_id[:64])
     ttl = settings.link_ttl_seconds
