@@ -28,6 +28,22 @@ from compression.spectrum_training import train_scores
 from compression.surgery import decoder_linear_params, replace_module
 
 
+# In every Llama-like layer (the only layout in compression.architectures) these projections read the
+# very same tensor as their sibling, so one Gram matrix serves both: collected once, not three times.
+SAME_INPUT_AS = {"k_proj": "q_proj", "v_proj": "q_proj", "up_proj": "gate_proj"}
+
+
+def _gram_sources(targets: list[tuple[str, int, str, torch.nn.Module]]) -> dict[str, str]:
+    """Map each target to the module whose input Gram it uses (itself, or a sibling with the same input)."""
+    names = {name for name, _, _, _ in targets}
+    source = {}
+    for name, _, short, _ in targets:
+        sibling = SAME_INPUT_AS.get(short)
+        alias = name[: -len(short)] + sibling if sibling else None
+        source[name] = alias if alias in names else name
+    return source
+
+
 def factor_targets(ctx: CompressionContext, options: SoCoOptions) -> list[tuple[str, int, str, ScoredSpectrumLinear]]:
     """Swap every target nn.Linear for a ScoredSpectrumLinear with all scores at 1 (model unchanged)."""
     targets = list(iter_target_linears(ctx.model, ctx.arch, options.targets))
@@ -35,17 +51,23 @@ def factor_targets(ctx: CompressionContext, options: SoCoOptions) -> list[tuple[
         if not isinstance(module, torch.nn.Linear):
             raise InvalidInput(f"soco needs dense nn.Linear targets; {name} is a {type(module).__name__}")
     grams: dict[str, torch.Tensor] = {}
+    source = _gram_sources(targets)
     if options.basis == "whitened":
         ctx.progress(0.0, "whitening: collecting input Gram matrices")
         dtype = torch.float64 if options.gram_dtype == "float64" else torch.float32
-        grams = collect_input_stats(
-            ctx.model, {name: module for name, _, _, module in targets}, ctx.calibration, ctx.device,
-            stat="gram", dtype=dtype,
-        )
+        modules = {name: module for name, _, _, module in targets if source[name] == name}
+        grams = collect_input_stats(ctx.model, modules, ctx.calibration, ctx.device, stat="gram", dtype=dtype)
+    factors: dict[str, torch.Tensor] = {}  # Cholesky factor per Gram source, freed after its last user
+    last_user = {source[name]: name for name, _, _, _ in targets}
     scored = []
     for index, (name, layer, short, module) in enumerate(targets):
         ctx.check_stop()
-        chol = cholesky_whitening(grams.pop(name)) if options.basis == "whitened" else None
+        chol = None
+        if options.basis == "whitened":
+            key = source[name]
+            if key not in factors:
+                factors[key] = cholesky_whitening(grams.pop(key))
+            chol = factors.pop(key) if last_user[key] == name else factors[key]
         new = ScoredSpectrumLinear.from_linear(module, chol)
         replace_module(ctx.model, name, new)
         scored.append((name, layer, short, new))
