@@ -15,6 +15,7 @@ import json
 import logging
 import secrets
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +35,9 @@ from app.storage import StoredFile, job_prefix
 from compression.specs import JobSpec
 from tests.service.api_env import DATA_ROOT, MAX_BODY, MODEL_ROOT, ApiServer, api, job_body, server_env  # noqa: F401
 from tests.service.support.processes import Process, free_port, wait_until
-from tests.service.test_security_matrix import succeeded_job
+from tests.service.test_security_matrix import succeeded_job, token_payload
+
+LINK_TTL = 5  # seconds, for the server whose links we watch expire
 
 ESCAPING_MODELS = [
     "../../etc/passwd", "org/../x", "/etc/passwd", f"{MODEL_ROOT}/../../etc/passwd", f"{MODEL_ROOT}-evil/x",
@@ -195,7 +198,8 @@ def test_secrets_never_reach_the_logs(tmp_path: Path) -> None:
         "SPECTRA_S3_SECRET_ACCESS_KEY": "s3secret-" + secrets.token_hex(16),
     }
     database_url = f"sqlite:///{tmp_path / 'spectra.db'}"
-    env = server_env(tmp_path, database_url, "filesystem://", SPECTRA_RATE_LIMIT_PER_MINUTE="30", **hidden)
+    env = server_env(tmp_path, database_url, "filesystem://", SPECTRA_RATE_LIMIT_PER_MINUTE="30",
+                     SPECTRA_LINK_TTL_SECONDS=str(LINK_TTL), **hidden)
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
                "--port", str(port), "--log-level", "debug"]
@@ -235,7 +239,9 @@ def _exercise(server: ApiServer, key: str, throttled: str, signing: bytes, tmp_p
         pasted = client.post("/v1/jobs", json=job_body(model=f"{key}?"))  # a key pasted into the wrong field
         assert pasted.status_code == 422 and key not in pasted.text  # not echoed back either
         done = succeeded_job(server, key, tmp_path / "artifacts", secret=signing)
-        urls = [a["url"] for a in client.get(f"/v1/jobs/{done}/artifacts").json()]
+        listed = client.get(f"/v1/jobs/{done}/artifacts").json()
+    assert {a["expires_in"] for a in listed} == {LINK_TTL}
+    urls = [a["url"] for a in listed]
     tokens = [parse_qs(urlparse(u).query)["token"][0] for u in urls]
     for url in urls:
         assert httpx.get(url, timeout=20).status_code == 200
@@ -247,6 +253,10 @@ def _exercise(server: ApiServer, key: str, throttled: str, signing: bytes, tmp_p
     limited = answers[-1]
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
     assert "retry after" in limited.json()["detail"]
+    expiry = max(int(token_payload(t)["e"]) for t in tokens)  # type: ignore[call-overload]
+    time.sleep(max(0.0, expiry + 1.1 - time.time()))
+    gone = httpx.get(urls[0], timeout=20)  # the real link, once its time is up
+    assert gone.status_code == 403 and "expired" in gone.json()["detail"]
     return tokens
 
 

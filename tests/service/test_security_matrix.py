@@ -98,7 +98,7 @@ def _token(url: str) -> str:
     return parse_qs(urlparse(url).query)["token"][0]
 
 
-def _payload(token: str) -> dict[str, object]:
+def token_payload(token: str) -> dict[str, object]:
     part = token.split(".")[0]
     return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
 
@@ -118,14 +118,14 @@ def test_download_links_are_scoped_to_one_object_and_expire(api: ApiServer, tmp_
         assert got.headers["cache-control"] == "private, no-store"
 
     token_a, token_b = _token(links["config.json"]), _token(links["model.safetensors"])
-    payload_a = _payload(token_a)
-    assert payload_a["k"] != _payload(token_b)["k"]
+    payload_a = token_payload(token_a)
+    assert payload_a["k"] != token_payload(token_b)["k"]
     ttl = 900  # SPECTRA_LINK_TTL_SECONDS default; the listing says the same
     assert abs(int(payload_a["e"]) - (time.time() + ttl)) < 60  # type: ignore[arg-type]
 
     # Token A re-pointed at file B (payload edited, A's signature kept) is refused, and so is any
     # flipped signature, a token signed with another secret, an expired one, and garbage.
-    retargeted = dict(payload_a, k=_payload(token_b)["k"], f="model.safetensors")
+    retargeted = dict(payload_a, k=token_payload(token_b)["k"], f="model.safetensors")
     body = base64.urlsafe_b64encode(json.dumps(retargeted, separators=(",", ":")).encode()).rstrip(b"=").decode()
     payload_part, signature = token_a.split(".")
     flipped = signature[:-1] + ("A" if signature[-1] != "A" else "B")
