@@ -55,3 +55,22 @@ def validate_revision(value: str | None) -> str | None:
     if not _REVISION.match(value) or ".." in value:
         raise ValueError("revision must be a branch, tag or commit sha (letters, digits, '.', '_', '-', '/')")
     return value
+
+
+_DATA_PATH = re.compile(r"^/?[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+
+
+def validate_data_path(value: str | None) -> str | None:
+    """A calibration file path: plain path characters, no '..' segments, no URL; roots are checked later."""
+    if value is None:
+        return None
+    if "://" in value:
+        raise ValueError("calibration.path must be a file path under an allowed data root, not a URL")
+    if ".." in value.split("/"):
+        raise ValueError("calibration.path must not contain '..' path segments")
+    if len(value) > 1024 or not _DATA_PATH.match(value):
+        raise ValueError(
+            "calibration.path may contain only letters, digits and . _ - / characters "
+            "(a .txt or .jsonl file under an allowed data root)"
+        )
+    return value

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from compression.specs.common import StrictModel, validate_model_ref, validate_revision
+from compression.specs.common import StrictModel, validate_data_path, validate_model_ref, validate_revision
 from compression.specs.registry import Method, options_class
 
 CalibrationCorpus = Literal["wikitext2", "c4", "tinystories", "alpaca", "file"]
@@ -26,14 +26,14 @@ class CalibrationSpec(StrictModel):
     samples: int = Field(32, ge=1, le=4096, description="Number of windows.")
     seq_len: int = Field(256, ge=8, le=32768, description="Tokens per window.")
 
+    _path = field_validator("path")(validate_data_path)
+
     @model_validator(mode="after")
     def _path_iff_file(self) -> "CalibrationSpec":
         if self.source == "file" and not self.path:
             raise ValueError("calibration.path is required when calibration.source is 'file'")
         if self.source != "file" and self.path:
             raise ValueError("calibration.path is only used with calibration.source='file'")
-        if self.path is not None:
-            validate_model_ref(self.path if self.path.startswith("/") else self.path.replace("/", "_"))
         return self
 
 
