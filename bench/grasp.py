@@ -2,6 +2,11 @@
 
     nice -n 10 .venv/bin/python -m bench.grasp --ratios 0.2 > bench/results/grasp.md
 
+Compressed models and every measured number are cached under .cache/bench-grasp/, so a run can be
+split (e.g. --tasks '' for perplexity first, then --items N for zero-shot on the same models). On
+the shared 2-core CPU the first measured run used --threads 1 --ppl-windows 4 --items 20
+--recovery-steps 16 (OMP spin-waiting under contention makes 2 threads up to 100x slower).
+
 Rows: dense, grasp (reference order), grasp one-pass, grasp + recovery (the reference-order
 model, then a short Alpaca fine-tune), shortgpt, svd_llm. Columns: WikiText-2 raw test perplexity
 (first 8 windows of 2048 = 16,376 predicted tokens, the models/README protocol), zero-shot accuracy
