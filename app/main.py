@@ -21,10 +21,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.logredact import install_access_log_redaction
-from app.api.middleware import BodySizeLimit, HttpMetrics
+from app.api.middleware import BodySizeLimit, HttpMetrics, InflightLimit
 from app.api.ratelimit import RateLimiter
 from app.api.routes import downloads, health, jobs, methods
 from app.core.config import Settings, get_settings
+from app.core.db import POOL_CONNECTIONS
 from app.metrics import AppMetrics
 from app.storage import ArtifactStore, StorageError, store_from_settings
 
@@ -155,6 +156,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "Content-Type", "Idempotency-Key"])
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Leave a few connections for the sweeper thread and readiness checks.
+    app.add_middleware(InflightLimit, limit=POOL_CONNECTIONS - 6)
     app.add_middleware(HttpMetrics, metrics=app.state.metrics)
     return app
 

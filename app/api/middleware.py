@@ -1,7 +1,8 @@
-"""ASGI middleware: request body size limit (413) and HTTP metrics. Pure ASGI so streaming stays cheap."""
+"""ASGI middleware: in-flight request limit, body size limit (413) and HTTP metrics. Pure ASGI so streaming stays cheap."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -94,3 +95,31 @@ class HttpMetrics:
             method = scope.get("method", "")
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+
+
+class InflightLimit:
+    """Let at most `limit` requests run at once per process; the rest wait here, in the event loop.
+
+    A request opens its database session in a dependency and keeps it across several threadpool
+    hops. Without a bound, more requests in flight than the pool has connections means every
+    thread can sit waiting for a connection held by a request that is itself waiting for a thread:
+    the API stalled until pool_timeout (bench/api_load.py, one worker, 128 connections: 7 req/s,
+    p50 5.6 s). Waiting here costs nothing and holds no connection. Downloads and probes that use
+    no session are exempt, so a slow download never takes a slot.
+    """
+
+    EXEMPT = ("/v1/artifacts/download", "/healthz", "/metrics")
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self._semaphore: asyncio.Semaphore | None = None  # created inside the running loop
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path", "").startswith(self.EXEMPT):
+            await self.app(scope, receive, send)
+            return
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.limit)
+        async with self._semaphore:
+            await self.app(scope, receive, send)

@@ -11,6 +11,11 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+# Connections per process. app.api.middleware.InflightLimit keeps the number of requests in flight
+# below this, so a request never waits on the pool for a connection that another waiting request holds.
+POOL_SIZE = 10
+POOL_CONNECTIONS = 30
+
 _engines: dict[str, Engine] = {}
 _factories: dict[str, sessionmaker[Session]] = {}
 _lock = Lock()
@@ -45,7 +50,7 @@ def create_db_engine(url: str) -> Engine:
         return engine
     # pre_ping drops connections that died while the database restarted, so the API recovers by itself.
     return create_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=5,
+        url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_CONNECTIONS - POOL_SIZE, pool_timeout=5,
         connect_args={"connect_timeout": 5},
     )
 
