@@ -22,10 +22,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.logredact import install_access_log_redaction
 from app.api.middleware import BodySizeLimit, HttpMetrics, InflightLimit
+from app.api.auth import KeyCache
 from app.api.ratelimit import RateLimiter
 from app.api.routes import downloads, health, jobs, methods
 from app.core.config import Settings, get_settings
-from app.core.db import POOL_CONNECTIONS
+from app.core.adb import API_POOL_SIZE, AsyncDatabase
 from app.metrics import AppMetrics
 from app.storage import ArtifactStore, StorageError, store_from_settings
 
@@ -131,13 +132,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from app.core.migrations import upgrade_head
 
             upgrade_head(settings.database_url or "")
-        yield
+        try:
+            yield
+        finally:
+            await app.state.db.dispose()
+            await app.state.rate_limiter.close()
 
     install_access_log_redaction()
     app = FastAPI(title="Spectra", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                   generate_unique_id_function=_operation_id)
     app.state.settings = settings
     app.state.store = _lazy_store(settings)
+    app.state.db = AsyncDatabase(settings.database_url or "")
+    app.state.key_cache = KeyCache(settings.auth_cache_seconds)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, redis_url=settings.broker_url)
     app.state.metrics = AppMetrics(settings)
 
@@ -156,8 +163,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "Content-Type", "Idempotency-Key"])
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    # Leave a few connections for the sweeper thread and readiness checks.
-    app.add_middleware(InflightLimit, limit=POOL_CONNECTIONS - 6)
+    # As many requests at once as the async pool has connections (none waits on the pool), which also
+    # stays below the sync pool's size for the routes that still use it (see app.core.db).
+    app.add_middleware(InflightLimit, limit=API_POOL_SIZE)
     app.add_middleware(HttpMetrics, metrics=app.state.metrics)
     return app
 

@@ -1,4 +1,8 @@
-"""Request dependencies: settings, a DB session, the artifact store and the authenticated tenant."""
+"""Request dependencies: settings, a DB session, the artifact store and the authenticated tenant.
+
+The ones that do no I/O are `async def`, so FastAPI calls them inline instead of on a worker thread;
+authentication awaits the async engine and the rate limiter's Redis on the event loop.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,13 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session
 
+from app.api.auth import Principal, authenticate
 from app.api.ratelimit import RateLimiter
+from app.core.adb import AsyncDatabase
 from app.core.config import Settings
 from app.core.db import session_factory
-from app.crud import authenticate
-from app.models import Tenant
 from app.schemas import ErrorOut
-from app.security import hash_api_key, looks_like_api_key
+from app.security import hash_api_key
 from app.storage import ArtifactStore
 
 api_key_header = APIKeyHeader(
@@ -24,14 +28,22 @@ api_key_header = APIKeyHeader(
 )
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
+async def get_db(request: Request) -> AsyncDatabase:
+    return request.app.state.db
+
+
+DbDep = Annotated[AsyncDatabase, Depends(get_db)]
+
+
 def get_session(settings: SettingsDep) -> Iterator[Session]:
+    """A sync session for the routes that are not on the hot path (cancel, events, artifacts)."""
     session = session_factory(settings.database_url or "")()
     try:
         yield session
@@ -42,7 +54,7 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_store(request: Request) -> ArtifactStore:
+async def get_store(request: Request) -> ArtifactStore:
     return request.app.state.store()
 
 
@@ -51,18 +63,18 @@ StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 _UNAUTHORIZED = {"WWW-Authenticate": "ApiKey"}
 
 
-def current_tenant(
-    request: Request, session: SessionDep, key: Annotated[str | None, Depends(api_key_header)],
-) -> Tenant:
+async def current_tenant(request: Request, key: Annotated[str | None, Depends(api_key_header)]) -> Principal:
     if not key:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED,
                             "missing API key: send it in the X-API-Key header", headers=_UNAUTHORIZED)
-    tenant = authenticate(session, key=key) if looks_like_api_key(key) else None
+    state = request.app.state
+    digest = hash_api_key(key)
+    tenant = await authenticate(state.db, state.key_cache, key, digest)
     if tenant is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED,
                             "invalid or revoked API key in X-API-Key", headers=_UNAUTHORIZED)
-    limiter: RateLimiter = request.app.state.rate_limiter
-    retry_after = limiter.hit(hash_api_key(key))
+    limiter: RateLimiter = state.rate_limiter
+    retry_after = await limiter.hit(digest)
     if retry_after is not None:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
@@ -73,7 +85,7 @@ def current_tenant(
     return tenant
 
 
-TenantDep = Annotated[Tenant, Depends(current_tenant)]
+TenantDep = Annotated[Principal, Depends(current_tenant)]
 
 # Documented on every authenticated route, so the OpenAPI lists every status a client can get.
 AUTH_RESPONSES: dict[int | str, dict[str, object]] = {

@@ -100,12 +100,13 @@ class HttpMetrics:
 class InflightLimit:
     """Let at most `limit` requests run at once per process; the rest wait here, in the event loop.
 
-    A request opens its database session in a dependency and keeps it across several threadpool
-    hops. Without a bound, more requests in flight than the pool has connections means every
-    thread can sit waiting for a connection held by a request that is itself waiting for a thread:
-    the API stalled until pool_timeout (bench/api_load.py, one worker, 128 connections: 7 req/s,
-    p50 5.6 s). Waiting here costs nothing and holds no connection. Downloads and probes that use
-    no session are exempt, so a slow download never takes a slot.
+    `limit` is the async pool's size (app.core.adb.API_POOL_SIZE), so an admitted request never
+    waits on the pool and a burst cannot end in pool_timeout errors. It also stays below the sync
+    pool's size: the routes that still use a sync session hold its connection across threadpool
+    hops, and without a bound every thread could sit waiting for a connection held by a request that
+    is itself waiting for a thread (bench/api_load.py, one worker, 128 connections: 7 req/s, p50
+    5.6 s). Waiting here costs nothing and holds no connection. Downloads and probes that use no
+    session are exempt, so a slow download never takes a slot.
     """
 
     EXEMPT = ("/v1/artifacts/download", "/healthz", "/metrics")

@@ -3,6 +3,7 @@
 With a Redis broker the count lives in Redis (a fixed one-minute window per key), so every API
 process enforces one shared limit; otherwise each process counts in memory (a sliding window).
 If Redis stops answering, the limiter falls back to memory rather than refusing traffic.
+The Redis round trip is awaited on the event loop (redis.asyncio), never on a worker thread.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 import math
 import time
 from collections import deque
-from threading import Lock
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -22,43 +22,51 @@ class RateLimiter:
         self.per_minute = per_minute
         self.window = window_seconds
         self._hits: dict[str, deque[float]] = {}
-        self._lock = Lock()
-        self._redis: Any = None
-        if per_minute > 0 and redis_url and redis_url.startswith(("redis://", "rediss://")):
-            import redis
+        self._redis_url = redis_url if per_minute > 0 and redis_url and redis_url.startswith(("redis://", "rediss://")) else None
+        self._redis: Any = None  # created on first use, inside the event loop its connections belong to
 
-            self._redis = redis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
-
-    def hit(self, key: str, now: float | None = None) -> int | None:
+    async def hit(self, key: str, now: float | None = None) -> int | None:
         """Record a request; None if allowed, else the seconds to wait (for Retry-After)."""
         if self.per_minute <= 0:
             return None
-        if self._redis is not None:
+        if self._redis_url is not None:
             try:
-                return self._hit_redis(key, time.time() if now is None else now)
+                return await self._hit_redis(key, time.time() if now is None else now)
             except Exception as exc:  # Redis trouble must not take the API down with it
                 log.warning("rate limiter: Redis unavailable, counting in memory: %s", exc)
         return self._hit_memory(key, time.monotonic() if now is None else now)
 
-    def _hit_redis(self, key: str, now: float) -> int | None:
+    async def _hit_redis(self, key: str, now: float) -> int | None:
+        if self._redis is None:
+            import redis.asyncio
+
+            self._redis = redis.asyncio.Redis.from_url(self._redis_url, socket_timeout=0.5,
+                                                       socket_connect_timeout=0.5)
         window = int(now // self.window)
         name = f"spectra:ratelimit:{key}:{window}"
-        pipe = self._redis.pipeline()
+        # One round trip, no MULTI/EXEC: the key is per window, so an EXPIRE lost to a crash between
+        # the two commands leaves at most one stale counter that no later window reads.
+        pipe = self._redis.pipeline(transaction=False)
         pipe.incr(name)
         pipe.expire(name, int(self.window) * 2)
-        count = int(pipe.execute()[0])
+        count = int((await pipe.execute())[0])
         if count > self.per_minute:
             return max(1, math.ceil((window + 1) * self.window - now))
         return None
 
     def _hit_memory(self, key: str, now: float) -> int | None:
-        with self._lock:
-            hits = self._hits.setdefault(key, deque())
-            while hits and hits[0] <= now - self.window:
-                hits.popleft()
-            if len(hits) >= self.per_minute:
-                return max(1, math.ceil(hits[0] + self.window - now))
-            hits.append(now)
-            if len(self._hits) > 100_000:  # bound memory under key churn
-                self._hits = {k: v for k, v in self._hits.items() if v and v[-1] > now - self.window}
-            return None
+        # Called only from the event loop (one thread), so no lock is needed.
+        hits = self._hits.setdefault(key, deque())
+        while hits and hits[0] <= now - self.window:
+            hits.popleft()
+        if len(hits) >= self.per_minute:
+            return max(1, math.ceil(hits[0] + self.window - now))
+        hits.append(now)
+        if len(self._hits) > 100_000:  # bound memory under key churn
+            self._hits = {k: v for k, v in self._hits.items() if v and v[-1] > now - self.window}
+        return None
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None

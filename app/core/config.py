@@ -60,6 +60,9 @@ class Settings(BaseSettings):
         None, description="Base URL in local download links; unset: the URL the request came in on."
     )
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    auth_cache_seconds: float = Field(
+        5, ge=0, description="How long each API process trusts a checked API key; a revoked key works "
+        "that long at most. 0 = check every request.")
     rate_limit_per_minute: int = Field(0, ge=0, description="Requests per minute per API key; 0 = unlimited.")
     max_active_jobs_per_tenant: int = Field(0, ge=0, description="Queued + running jobs a tenant may have; 0 = unlimited.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -11,8 +11,11 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-# Connections per process. app.api.middleware.InflightLimit keeps the number of requests in flight
-# below this, so a request never waits on the pool for a connection that another waiting request holds.
+# Connections per process for the sync sessions (worker, sweeper, metrics, readiness, and the API
+# routes that are not on the hot path). Those routes hold a connection across threadpool hops, so
+# app.api.middleware.InflightLimit keeps the requests in flight (app.core.adb.API_POOL_SIZE) below
+# POOL_CONNECTIONS: a request never waits on this pool for a connection held by a request that is
+# itself waiting for a thread.
 POOL_SIZE = 10
 POOL_CONNECTIONS = 30
 
@@ -29,7 +32,7 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
     cursor = dbapi_connection.cursor()
     # WAL lets the API read while the worker writes; busy_timeout waits instead of 'database is locked'.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -46,7 +49,7 @@ def create_db_engine(url: str) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", sqlite_pragmas)
         return engine
     # pre_ping drops connections that died while the database restarted, so the API recovers by itself.
     return create_engine(

@@ -6,14 +6,17 @@ import hashlib
 import json
 import logging
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, status
-from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app import crud
-from app.api.deps import AUTH_RESPONSES, SessionDep, SettingsDep, StoreDep, TenantDep
+from app.api import jobreads
+from app.api.deps import AUTH_RESPONSES, DbDep, SessionDep, SettingsDep, StoreDep, TenantDep
+from app.api.jobjson import JsonBytes, job_json
 from app.api.validation import check_allowed_paths, decode_cursor, encode_cursor, field_error
 from app.jobstates import JobStatus
 from app.models import Artifact, Job
@@ -38,16 +41,16 @@ def _not_found(job_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
 
 
-def _request_hash(spec: JobSpec) -> str:
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+def _request_hash(dumped: dict[str, Any]) -> str:
+    canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _accepted(job: JobOut, replayed: bool) -> JSONResponse:
-    headers = {"Location": job.links.self}
+def _accepted(job: dict[str, Any], replayed: bool) -> JsonBytes:
+    headers = {"Location": job["links"]["self"]}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(job.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED, headers=headers)
+    return JsonBytes(job, status_code=status.HTTP_202_ACCEPTED, headers=headers)
 
 
 @router.post(
@@ -57,72 +60,86 @@ def _accepted(job: JobOut, replayed: bool) -> JSONResponse:
     description="Validated by the library's JobSpec (unknown keys refused). With `Idempotency-Key`, "
     "the same key and the same body return the same job; the same key with another body is a 422.",
 )
-def create_job(
-    spec: JobSpec, tenant: TenantDep, session: SessionDep, settings: SettingsDep,
+async def create_job(
+    spec: JobSpec, tenant: TenantDep, db: DbDep, settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")] = None,
-) -> JSONResponse:
+) -> JsonBytes:
     check_allowed_paths(spec, settings)
-    request_hash = _request_hash(spec)
-    if idempotency_key is not None:
-        existing = crud.get_job_by_idempotency_key(session, tenant_id=tenant.id, idempotency_key=idempotency_key)
-        if existing is not None:
-            return _replay(existing, request_hash)
-    quota = settings.max_active_jobs_per_tenant
-    if quota and crud.count_active_jobs(session, tenant_id=tenant.id) >= quota:
-        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                            f"this tenant already has {quota} queued or running jobs (the limit); wait for one "
-                            "to finish or cancel one, then submit again", headers={"Retry-After": "30"})
-    try:
-        job = crud.create_job(session, tenant_id=tenant.id, spec=spec.model_dump(mode="json"),
-                              idempotency_key=idempotency_key, request_hash=request_hash)
-        session.commit()
-    except IntegrityError:  # a concurrent request with the same Idempotency-Key won the insert
-        session.rollback()
-        existing = crud.get_job_by_idempotency_key(session, tenant_id=tenant.id, idempotency_key=idempotency_key or "")
-        if existing is None:
-            raise
-        return _replay(existing, request_hash)
-    out = JobOut.from_row(job)
-    try:
-        enqueue_compress(settings, job.id)  # only after the commit, so the worker always finds the row
-    except Exception as exc:  # broker down: withdraw the job so a retry starts clean
-        log.warning("enqueue of job %s failed: %s", job.id, exc)
-        session.delete(job)
-        session.commit()
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                            "the job queue (broker) is unreachable; nothing was submitted, retry later") from exc
+    dumped = spec.model_dump(mode="json")
+    request_hash = _request_hash(dumped)
+
+    def insert(session: Session) -> tuple[Job, dict[str, Any], bool]:
+        """(the job, its JSON, replayed?): app.crud's sync code, run by the AsyncSession on the event
+        loop; the JSON is built in here too, where reading an attribute may still load it."""
+        if idempotency_key is not None:
+            existing = crud.get_job_by_idempotency_key(session, tenant_id=tenant.id, idempotency_key=idempotency_key)
+            if existing is not None:
+                return existing, _replayable(existing, request_hash), True
+        quota = settings.max_active_jobs_per_tenant
+        if quota and crud.count_active_jobs(session, tenant_id=tenant.id) >= quota:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                                f"this tenant already has {quota} queued or running jobs (the limit); wait for one "
+                                "to finish or cancel one, then submit again", headers={"Retry-After": "30"})
+        try:
+            job = crud.create_job(session, tenant_id=tenant.id, spec=dumped,
+                                  idempotency_key=idempotency_key, request_hash=request_hash)
+            session.commit()
+        except IntegrityError:  # a concurrent request with the same Idempotency-Key won the insert
+            session.rollback()
+            existing = crud.get_job_by_idempotency_key(session, tenant_id=tenant.id,
+                                                       idempotency_key=idempotency_key or "")
+            if existing is None:
+                raise
+            return existing, _replayable(existing, request_hash), True
+        return job, job_json(job), False
+
+    async with db.session() as session:
+        job, out, replayed = await session.run_sync(insert)
+        if replayed:
+            return _accepted(out, replayed=True)
+        try:
+            # Only after the commit, so the worker always finds the row. Celery's publish blocks: one
+            # thread hop, and the session holds no connection meanwhile (the commit released it).
+            await run_in_threadpool(enqueue_compress, settings, job.id)
+        except Exception as exc:  # broker down: withdraw the job so a retry starts clean
+            log.warning("enqueue of job %s failed: %s", job.id, exc)
+            await session.delete(job)
+            await session.commit()
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                                "the job queue (broker) is unreachable; nothing was submitted, retry later") from exc
     return _accepted(out, replayed=False)
 
 
-def _replay(existing: Job, request_hash: str) -> JSONResponse:
+def _replayable(existing: Job, request_hash: str) -> dict[str, Any]:
+    """The earlier job's JSON, if this is the same request again; a 422 if the key was used for another."""
     if existing.request_hash != request_hash:
         raise field_error(("header", "Idempotency-Key"), "this Idempotency-Key was already used with a different "
                           "request body; use a new key for a new job", "idempotency_key_reused")
-    return _accepted(JobOut.from_row(existing), replayed=True)
+    return job_json(existing)
 
 
 @router.get("", response_model=JobPage, summary="List this tenant's jobs, newest first")
-def list_jobs(
-    tenant: TenantDep, session: SessionDep,
+async def list_jobs(
+    tenant: TenantDep, db: DbDep,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
     method: Method | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> JobPage:
+) -> JsonBytes:
     after = decode_cursor(cursor) if cursor else None
-    rows = crud.list_jobs(session, tenant_id=tenant.id, status=status_filter.value if status_filter else None,
-                          method=method.value if method else None, limit=limit + 1, after=after)
+    rows = await jobreads.list_job_rows(db, tenant_id=tenant.id, status=status_filter.value if status_filter else None,
+                                        method=method.value if method else None, limit=limit + 1, after=after)
     page, more = rows[:limit], len(rows) > limit
     next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
-    return JobPage(items=[JobOut.from_row(j) for j in page], next_cursor=next_cursor)
+    return JsonBytes({"items": [job_json(row) for row in page], "next_cursor": next_cursor})
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND, summary="One job with progress and metrics")
-def get_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JobOut:
-    job = crud.get_job(session, job_id=job_id, tenant_id=tenant.id) if _plausible_id(job_id) else None
-    if job is None:
+async def get_job(job_id: str, tenant: TenantDep, db: DbDep) -> JsonBytes:
+    row = await jobreads.get_job_row(db, job_id=job_id, tenant_id=tenant.id) if _plausible_id(job_id) else None
+    if row is None:
         raise _not_found(job_id[:64])
-    return JobOut.from_row(job)
+    return JsonBytes(job_json(row))
 
 
 @router.post(

@@ -1,0 +1,59 @@
+"""JobOut's JSON without building pydantic models: the hot read routes answer with these bytes.
+
+Validating 50 `JobOut`s and re-encoding them cost more CPU than the query (bench/README.md). The
+dict below has JobOut's fields in JobOut's order with the same values (datetimes as pydantic writes
+them: ISO 8601, 'Z' for UTC, microseconds only when non-zero); tests/service/test_api_fastpath.py
+checks it against `JobOut.from_row(...).model_dump(mode="json")`, and the routes keep
+`response_model=JobOut` so the OpenAPI schema is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+from pydantic_core import to_jsonable_python
+from starlette.responses import Response
+
+_OPTIONS = orjson.OPT_UTC_Z
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)  # SQLite may hand back an int for a REAL
+
+
+def job_json(row: Any) -> dict[str, Any]:
+    """JobOut as a JSON-ready dict, from an ORM Job or a Core row with the jobs table's columns."""
+    base = f"/v1/jobs/{row.id}"
+    error = None
+    if row.error_code or row.error_message:
+        error = {"code": row.error_code, "message": row.error_message}
+    return {
+        "id": row.id, "status": row.status, "model": row.model, "revision": row.revision, "method": row.method,
+        "target_ratio": float(row.target_ratio), "spec": row.spec,
+        "progress": {"stage": row.progress_stage, "fraction": _float(row.progress_fraction),
+                     "message": row.progress_message},
+        "metrics": row.metrics, "error": error, "attempts": row.attempts,
+        "cancel_requested": bool(row.cancel_requested),
+        "created_at": row.created_at, "started_at": row.started_at, "finished_at": row.finished_at,
+        "updated_at": row.updated_at,
+        "links": {"self": base, "events": f"{base}/events", "artifacts": f"{base}/artifacts",
+                  "cancel": f"{base}/cancel"},
+    }
+
+
+def dumps(content: Any) -> bytes:
+    try:
+        return orjson.dumps(content, option=_OPTIONS)
+    except TypeError:  # what orjson refuses (an integer over 64 bits in a stored spec): the stdlib way
+        return json.dumps(to_jsonable_python(content), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class JsonBytes(Response):
+    """application/json from already-JSON-ready content, encoded by orjson."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)

@@ -1,0 +1,60 @@
+"""The fast read path (Core rows -> app.api.jobjson, orjson) answers exactly what JobOut would, and
+the per-process API key cache expires (SPECTRA_AUTH_CACHE_SECONDS)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from app import crud
+from app.core.config import Settings
+from app.core.db import session_scope
+from app.main import create_app
+from app.models import ApiKey
+from app.schemas import JobOut
+from app.security import hash_api_key
+from tests.service.api_env import ApiServer, api, job_body  # noqa: F401  (fixture)
+
+
+def test_reads_answer_what_jobout_would(api: ApiServer) -> None:
+    """Every field shape: running with progress, succeeded with metrics, failed with an error, queued."""
+    key = api.new_key("fastpath")
+    with api.client(key) as client:
+        ids = [client.post("/v1/jobs", json=job_body(target_ratio=ratio)).json()["id"] for ratio in (0.2, 0.25, 0.5, 0.3)]
+        with session_scope(api.database_url) as session:
+            for job_id in ids[:3]:
+                crud.claim_job(session, job_id=job_id, worker="w", stale_after=60)
+            crud.set_progress(session, job_id=ids[0], stage="compress", fraction=1.0, message="layer 3/3 ✓")
+            crud.finish_job(session, job_id=ids[1], status="succeeded", worker="w",
+                            metrics={"ppl_before": 12.5, "ppl_after": 13.0, "params": 656000, "nested": {"a": [1, 2.5]}})
+            crud.finish_job(session, job_id=ids[2], status="failed", worker="w", error_code="invalid_input",
+                            error_message="no such \"model\"")
+        with session_scope(api.database_url) as session:
+            expected = {i: JobOut.from_row(crud.get_job(session, job_id=i)).model_dump(mode="json") for i in ids}  # type: ignore[arg-type]
+        for job_id in ids:
+            response = client.get(f"/v1/jobs/{job_id}")
+            assert response.headers["content-type"] == "application/json"
+            assert response.json() == expected[job_id]
+        page = client.get("/v1/jobs", params={"limit": 3})
+        assert page.json()["items"] == [expected[i] for i in reversed(ids[1:])]
+        assert client.get("/v1/jobs", params={"cursor": page.json()["next_cursor"]}).json() == {
+            "items": [expected[ids[0]]], "next_cursor": None}
+
+
+def test_revoked_key_works_at_most_the_cache_ttl(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, signing_secret="s", auth_cache_seconds=2)  # type: ignore[arg-type]
+    with TestClient(create_app(settings)) as client:
+        with session_scope(settings.database_url or "") as session:
+            _, key = crud.create_api_key(session, tenant_name="cached")
+        headers = {"X-API-Key": key}
+        assert client.get("/v1/jobs", headers=headers).status_code == 200
+        with session_scope(settings.database_url or "") as session:
+            row = session.query(ApiKey).filter_by(key_hash=hash_api_key(key)).one()
+            row.revoked_at = datetime.now(UTC)
+        revoked_at = time.monotonic()
+        assert client.get("/v1/jobs", headers=headers).status_code == 200  # still cached: the trade-off
+        time.sleep(max(0.0, revoked_at + 2.1 - time.monotonic()))
+        assert client.get("/v1/jobs", headers=headers).status_code == 401
