@@ -8,7 +8,10 @@ the shared 2-core CPU the first measured run used --threads 1 --ppl-windows 4 --
 --recovery-steps 16 (OMP spin-waiting under contention makes 2 threads up to 100x slower).
 
 Rows: dense, grasp (reference order), grasp one-pass, grasp + recovery (the reference-order
-model, then a short Alpaca fine-tune), shortgpt, svd_llm. Columns: WikiText-2 raw test perplexity
+model, then a short Alpaca fine-tune), the same three with basis="whitened" (components of W L,
+SVD-LLM's activation-aware basis, instead of W), grasp_whitened_sigma (whitened basis, components
+kept by singular value instead of gradient attribution, i.e. SVD-LLM truncation of the chosen
+layers only) with its recovery, shortgpt, svd_llm. Columns: WikiText-2 raw test perplexity
 (first 8 windows of 2048 = 16,376 predicted tokens, the models/README protocol), zero-shot accuracy
 on the first N items of PIQA, ARC-easy, HellaSwag, WinoGrande (compression.zeroshot), compression
 wall time and peak memory (CPU: process peak RSS of the stage; CUDA: max allocated).
@@ -46,7 +49,18 @@ from compression.surgery import decoder_linear_params  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 TASKS = ("piqa", "arc_easy", "hellaswag", "winogrande")
-METHODS = ("dense", "grasp", "grasp_one_pass", "grasp_recovery", "shortgpt", "svd_llm")
+# bench row -> (registered method, options); *_recovery rows fine-tune the row named before the suffix.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "grasp": ("grasp", {}),
+    "grasp_one_pass": ("grasp", {"order": "one_pass"}),
+    "grasp_whitened": ("grasp", {"basis": "whitened"}),
+    "grasp_whitened_one_pass": ("grasp", {"basis": "whitened", "order": "one_pass"}),
+    "grasp_whitened_sigma": ("grasp", {"basis": "whitened", "metric": "sigma"}),
+    "shortgpt": ("shortgpt", {}),
+    "svd_llm": ("svd_llm", {}),
+}
+METHODS = ("dense", "grasp", "grasp_one_pass", "grasp_recovery", "grasp_whitened", "grasp_whitened_one_pass",
+           "grasp_whitened_recovery", "grasp_whitened_sigma", "grasp_whitened_sigma_recovery", "shortgpt", "svd_llm")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -208,8 +222,8 @@ def build(cache: Cache, method: str, ratio: float, args, model_dir: Path, device
         model = load(model_dir, device)[0] if method == "dense" else cache.model(method, ratio).to(device)
         return model, meta
     tokenizer = load_tokenizer(model_dir)
-    if method == "grasp_recovery":
-        model, base = build(cache, "grasp", ratio, args, model_dir, device, calib)
+    if method.endswith("_recovery"):
+        model, base = build(cache, method.removesuffix("_recovery"), ratio, args, model_dir, device, calib)
         meta = recover_model(model, tokenizer, base, args, device)
     elif method == "dense":
         model = load(model_dir, device)[0]
@@ -218,7 +232,7 @@ def build(cache: Cache, method: str, ratio: float, args, model_dir: Path, device
         model = load(model_dir, device)[0]
         arch = arch_for(model.config.model_type)
         total = decoder_linear_params(model, arch)
-        name, options = ("grasp", {"order": "one_pass"}) if method == "grasp_one_pass" else (method, {})
+        name, options = VARIANTS[method]
         report, wall, peak = compress(model, tokenizer, name, ratio, calib, options, device)
         layers = report.details.get("layers") or report.details.get("removed_layers")
         meta = {"achieved": 1 - decoder_linear_params(model, arch) / total, "wall": wall, "peak": peak,
@@ -262,7 +276,7 @@ def recover_model(model, tokenizer, base: dict, args, device) -> dict[str, Any]:
     metrics = recover(model, tokenizer, arch_for(model.config.model_type), base["layers"], options,
                       DATA / "alpaca" / "alpaca_data.subset5000.json", device, seed=0)
     took = time.perf_counter() - started
-    note = (f"grasp +{took:.0f}s recovery; alpaca held-out ppl {metrics['heldout_ppl_before']:.1f} -> "
+    note = (f"+{took:.0f}s recovery; alpaca held-out ppl {metrics['heldout_ppl_before']:.1f} -> "
             f"{metrics['heldout_ppl_after']:.1f}")
     return {"achieved": base["achieved"], "wall": base["wall"] + took, "peak": peak_memory(device)["bytes"],
             "layers": base["layers"], "note": note, "recovery": metrics}

@@ -5,6 +5,11 @@ trainable tensor is the vector s (initialised to sigma). Backpropagating the nex
 dL/ds_i = u_i^T G v_i with G = dL/dW, summed (signed) over calibration windows. The Taylor score
 of dropping component i is |sigma_i * sum_b g_{b,i}|.
 
+With a whitening factor L (L L^T = X X^T of the module's calibration inputs, as in SVD-LLM) the
+decomposition is taken in the activation-aware basis instead: W L = U diag(sigma) V_w^T, i.e.
+W = U diag(sigma) (V_w^T L^-1). Every component still maps to one rank-1 term of W, so the same
+attribution and the same two-factor storage apply; only the basis differs (option basis="whitened").
+
 Correctness notes (upstream bugs not copied): the labels are the inputs themselves (the model
 shifts once), the bias is kept in the surrogate forward, and any leading input shape works.
 """
@@ -20,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compression.hooks import calibration_mode
-from compression.linalg import svd
+from compression.linalg import svd, unwhiten, whitened_svd
 from compression.prefix_cache import PrefixCache
 from compression.surgery import replace_module
 
@@ -31,10 +36,16 @@ class SigmaLinear(nn.Module):
     U and V^T are kept in the weight's dtype (bf16 on GPU for memory); s and its gradient are fp32.
     """
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, chol: torch.Tensor | None = None) -> None:
         super().__init__()
         weight = linear.weight
-        u, s, vh = svd(weight)  # float32 thin SVD, sign-fixed
+        if chol is None:
+            u, s, vh = svd(weight)  # float32 thin SVD, sign-fixed
+        else:  # W = U diag(s) (V_w^T L^-1): rows of vh are no longer orthonormal, W is still exact.
+            # float64 throughout: L^-1 amplifies float32 rounding by L's condition number.
+            u, s, vh_w = whitened_svd(weight, chol.to(weight.device), dtype=torch.float64)
+            vh = unwhiten(vh_w, chol.to(weight.device))
+            u, s, vh = u.float(), s.float(), vh.float()
         self.in_features = linear.in_features
         self.out_features = linear.out_features
         self.register_buffer("u", u.to(weight.dtype), persistent=False)
@@ -44,6 +55,12 @@ class SigmaLinear(nn.Module):
             "bias", None if linear.bias is None else linear.bias.detach().clone(), persistent=False
         )
         self.s = nn.Parameter(s.clone())
+
+    def factors(self, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(out factor U_k sqrt(sigma_k), in factor sqrt(sigma_k) Vh_k) of the kept components, ORIGINAL sigma."""
+        keep = keep.to(self.sigma.device)
+        root = self.sigma[keep].sqrt()
+        return self.u[:, keep].float() * root, root.unsqueeze(1) * self.vh[keep].float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Factored as ((x V) * s) U^T: tokens * (m + n) * r flops instead of rebuilding the m x n
@@ -77,12 +94,15 @@ class SigmaGradients:
 
 
 @contextmanager
-def sigma_surrogates(model: nn.Module, linears: dict[str, nn.Linear]) -> Iterator[dict[str, SigmaLinear]]:
-    """Swap each named linear for its SigmaLinear; the original linears are put back on exit."""
+def sigma_surrogates(
+    model: nn.Module, linears: dict[str, nn.Linear], chols: dict[str, torch.Tensor] | None = None
+) -> Iterator[dict[str, SigmaLinear]]:
+    """Swap each named linear for its SigmaLinear (whitened by chols[name] when given); the original
+    linears are put back on exit."""
     swapped: dict[str, SigmaLinear] = {}
     try:
         for name, linear in linears.items():
-            surrogate = SigmaLinear(linear)
+            surrogate = SigmaLinear(linear, None if chols is None else chols[name])
             replace_module(model, name, surrogate)
             swapped[name] = surrogate
         yield swapped

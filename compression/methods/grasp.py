@@ -7,6 +7,10 @@
    - order="reference": deepest chosen layer first, MLP block then attention block; gradients are
      recomputed after each block, on the model whose deeper blocks are already compressed.
    - order="one_pass": every chosen linear is scored from one set of backward passes.
+   - basis="whitened" (not in the reference): the components are those of W L, L the Cholesky
+     factor of the layer's input Gram matrix (SVD-LLM's activation-aware basis). On SmolLM2-135M the
+     reference basis's un-refit remnants are worse than removing the layer (bench/results/grasp.md);
+     the whitened basis keeps the directions the inputs actually use.
 3. Optional recovery fine-tuning of the chosen layers' factors and norms (compression.recovery).
 """
 
@@ -22,26 +26,52 @@ from compression.architectures import ArchSpec, decoder_layers, iter_target_line
 from compression.attribution import block_influence
 from compression.errors import InvalidInput, RatioNotReached
 from compression.grasp_plan import TOLERANCE, GraspPlan, plan
-from compression.linalg import rank_for_ratio, svd
+from compression.activations import collect_input_stats
+from compression.linalg import cholesky_whitening, rank_for_ratio
 from compression.lowrank import LowRankLinear
 from compression.methods.base import CompressionContext, Compressor, MethodReport, register
+from compression.methods.factorization import SHARED_INPUT_GROUPS
 from compression.prefix_cache import PrefixCache
-from compression.sigma_attribution import SigmaGradients, accumulate_sigma_gradients, select_components, sigma_surrogates
+from compression.sigma_attribution import (
+    SigmaGradients,
+    SigmaLinear,
+    accumulate_sigma_gradients,
+    select_components,
+    sigma_surrogates,
+)
 from compression.specs import GraspOptions, Method
 from compression.surgery import decoder_linear_params, replace_module
 
 ALPACA_FILE = ("alpaca", "alpaca_data.subset5000.json")
 
 
-def compile_low_rank(linear: nn.Linear, keep: torch.Tensor) -> LowRankLinear:
-    """Factors of the kept components with their ORIGINAL sigma (no refit), sqrt(sigma) in each factor."""
-    u, s, vh = svd(linear.weight)  # the same deterministic fp32 SVD the scores were taken on
-    keep = keep.to(s.device)
-    root = s[keep].sqrt()
+def compile_low_rank(linear: nn.Linear, surrogate: SigmaLinear, keep: torch.Tensor) -> LowRankLinear:
+    """Factors of the kept components with their ORIGINAL sigma (no refit), taken from the very
+    decomposition the scores were computed on."""
+    out_factor, in_factor = surrogate.factors(keep)
     bias = None if linear.bias is None else linear.bias.detach()
-    return LowRankLinear.from_factors(
-        u[:, keep] * root, root.unsqueeze(1) * vh[keep], bias, dtype=linear.weight.dtype
-    )
+    return LowRankLinear.from_factors(out_factor, in_factor, bias, dtype=linear.weight.dtype)
+
+
+def whitening_factors(
+    ctx: CompressionContext, linears: dict[str, nn.Linear], calibration: torch.Tensor, deepest: int,
+) -> dict[str, torch.Tensor]:
+    """Cholesky factor of each linear's input Gram matrix on the model as it is now (basis="whitened").
+
+    q/k/v and gate/up read the same input, so one Gram matrix serves each group; the forward passes
+    stop after the deepest layer involved.
+    """
+    representative: dict[str, str] = {}
+    first: dict[tuple[str, int], str] = {}
+    for name in linears:
+        parent, short = name.rsplit(".", 1)
+        group = next((i for i, g in enumerate(SHARED_INPUT_GROUPS) if short in g), None)
+        representative[name] = name if group is None else first.setdefault((parent, group), name)
+    unique = {name: linears[name] for name in set(representative.values())}
+    grams = collect_input_stats(ctx.model, unique, calibration, ctx.device, stat="gram", dtype=torch.float64,
+                                stop_after=decoder_layers(ctx.model, ctx.arch)[deepest])
+    chols = {name: cholesky_whitening(gram).cpu() for name, gram in grams.items()}
+    return {name: chols[representative[name]] for name in linears}
 
 
 def choose_layers(ctx: CompressionContext, options: GraspOptions, count: int) -> tuple[list[int], list[float] | None]:
@@ -122,7 +152,7 @@ class Grasp(Compressor):
         details: dict[str, Any] = {
             "layers": chosen, "block_influence": bi, "num_layers": len(chosen),
             "rank_ratio": grasp_plan.rank_ratio, "threshold": options.threshold, "ranks": ranks,
-            "order": options.order, "metric": options.metric, "aggregate": options.aggregate,
+            "order": options.order, "metric": options.metric, "aggregate": options.aggregate, "basis": options.basis,
             "calibration_windows": int(calibration.shape[0]), "achieved_ratio": achieved,
             "attribution_seconds": round(attribution_s, 2),
         }
@@ -139,21 +169,30 @@ class Grasp(Compressor):
         for full, mod in linears.items():
             if not isinstance(mod, nn.Linear):
                 raise InvalidInput(f"{full} is {type(mod).__name__}, not nn.Linear: is the model already compressed?")
-        with sigma_surrogates(ctx.model, linears) as surrogates:
-            grads: dict[str, SigmaGradients] = accumulate_sigma_gradients(
-                ctx.model, surrogates, calibration, ctx.device, progress=progress, check_stop=ctx.check_stop,
-                prefix=prefix,
-            )
+        chols = whitening_factors(ctx, linears, calibration, max(layers)) if options.basis == "whitened" else None
         ranks = {}
-        for full, linear in linears.items():
-            scores = grads[full].scores(options.metric, options.aggregate)
-            if grasp_plan.rank_ratio is not None:
-                k = rank_for_ratio(linear.out_features, linear.in_features, grasp_plan.rank_ratio)
-                keep = select_components(scores, rank=k)
-            else:
-                keep = select_components(scores, threshold=options.threshold)
-            replace_module(ctx.model, full, compile_low_rank(linear, keep))
-            ranks[full] = int(keep.numel())
+        with sigma_surrogates(ctx.model, linears, chols) as surrogates:
+            grads: dict[str, SigmaGradients] = {}
+            if options.metric != "sigma":  # magnitude needs no backward pass
+                grads = accumulate_sigma_gradients(
+                    ctx.model, surrogates, calibration, ctx.device, progress=progress, check_stop=ctx.check_stop,
+                    prefix=prefix,
+                )
+            compiled = {}
+            for full, linear in linears.items():
+                if options.metric == "sigma":
+                    scores = surrogates[full].sigma.detach().float().cpu()
+                else:
+                    scores = grads[full].scores(options.metric, options.aggregate)
+                if grasp_plan.rank_ratio is not None:
+                    k = rank_for_ratio(linear.out_features, linear.in_features, grasp_plan.rank_ratio)
+                    keep = select_components(scores, rank=k)
+                else:
+                    keep = select_components(scores, threshold=options.threshold)
+                compiled[full] = compile_low_rank(linear, surrogates[full], keep)
+                ranks[full] = int(keep.numel())
+        for full, low_rank in compiled.items():  # after the surrogates have put the dense linears back
+            replace_module(ctx.model, full, low_rank)
         return ranks
 
     def _recover(self, ctx: CompressionContext, options: GraspOptions, chosen: list[int]) -> dict[str, Any]:

@@ -65,8 +65,11 @@ class GraspOptions(TargetedOptions):
         "reaching this share of the total importance. Ranks are then data-dependent and the job fails "
         "if the achieved ratio misses target_ratio by more than 1 point.",
     )
-    metric: Literal["taylor", "gradient"] = Field(
-        "taylor", description="taylor: |sigma * sum_b g_b| (reference); gradient: |sum_b g_b|."
+    metric: Literal["taylor", "gradient", "sigma"] = Field(
+        "taylor",
+        description="taylor: |sigma * sum_b g_b| (reference); gradient: |sum_b g_b|; sigma: the singular "
+        "value itself, no backward pass (not in the paper; with basis='whitened' it keeps the components "
+        "that best reconstruct the layer's outputs on the calibration inputs, as SVD-LLM does).",
     )
     order: Literal["reference", "one_pass"] = Field(
         "reference",
@@ -78,6 +81,12 @@ class GraspOptions(TargetedOptions):
         description="signed_sum: absolute value after summing signed gradients over windows (reference); "
         "abs_sum: sum of per-window absolute scores.",
     )
+    basis: Literal["weight", "whitened"] = Field(
+        "weight",
+        description="weight: singular components of W (reference); whitened: of W L with L L^T the "
+        "Gram matrix of the layer's calibration inputs (SVD-LLM's activation-aware basis; not in the "
+        "paper), which keeps far better remnants on small models.",
+    )
     calibration_samples: int | None = Field(
         None, ge=1, description="Use only the first N calibration windows for the gradients (default: all)."
     )
@@ -85,6 +94,8 @@ class GraspOptions(TargetedOptions):
 
     @model_validator(mode="after")
     def _consistent(self) -> "GraspOptions":
+        if self.metric == "sigma" and self.aggregate != "signed_sum":
+            raise ValueError("aggregate applies to gradient scores only; drop it with metric='sigma'")
         if self.rank_ratio is not None and self.threshold is not None:
             raise ValueError("give either rank_ratio or threshold, not both")
         if self.layers is not None:
