@@ -7,10 +7,15 @@
    - order="reference": deepest chosen layer first, MLP block then attention block; gradients are
      recomputed after each block, on the model whose deeper blocks are already compressed.
    - order="one_pass": every chosen linear is scored from one set of backward passes.
-   - basis="whitened" (not in the reference): the components are those of W L, L the Cholesky
-     factor of the layer's input Gram matrix (SVD-LLM's activation-aware basis). On SmolLM2-135M the
-     reference basis's un-refit remnants are worse than removing the layer (bench/results/grasp.md);
-     the whitened basis keeps the directions the inputs actually use.
+   Two departures, off by default (the defaults are the reference's):
+   - basis="whitened": the components are those of W L, L the Cholesky factor of the layer's input
+     Gram matrix (SVD-LLM's activation-aware basis), so sigma_i measures how much of the layer's
+     output on real inputs component i carries.
+   - metric="sigma": keep the largest sigma instead of the largest attribution (no backward pass).
+   Why: on SmolLM2-135M the reference's remnants (weight basis, Taylor score) are worse than deleting
+   the layers outright, so GRASP loses to ShortGPT at equal ratio; the Taylor score is mostly noise on a
+   converged model (its first-order term sums gradients that cancel). basis="whitened" with
+   metric="sigma" is the variant that beats ShortGPT there (numbers in bench/results/grasp.md).
 3. Optional recovery fine-tuning of the chosen layers' factors and norms (compression.recovery).
 """
 
