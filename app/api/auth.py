@@ -12,13 +12,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from app.core.adb import AsyncDatabase
 from app.models import ApiKey, Tenant
 from app.security import key_matches, looks_like_api_key
 
 MAX_CACHED_KEYS = 10_000
+_BY_HASH = (
+    select(ApiKey.key_hash, Tenant.id, Tenant.name)
+    .join(Tenant, Tenant.id == ApiKey.tenant_id)
+    .where(ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +65,8 @@ async def authenticate(db: AsyncDatabase, cache: KeyCache, key: str, digest: str
         return principal
     if not looks_like_api_key(key):
         return None
-    query = (
-        select(ApiKey.key_hash, Tenant.id, Tenant.name)
-        .join(Tenant, Tenant.id == ApiKey.tenant_id)
-        .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
-    )
-    async with db.connect() as conn:
-        row = (await conn.execute(query)).first()
+    rows = await db.read(_BY_HASH, {"digest": digest})
+    row = rows[0] if rows else None
     if row is None or not key_matches(key, row.key_hash):
         return None
     principal = Principal(id=int(row.id), name=str(row.name))

@@ -44,12 +44,11 @@ class RateLimiter:
                                                        socket_connect_timeout=0.5)
         window = int(now // self.window)
         name = f"spectra:ratelimit:{key}:{window}"
-        # One round trip, no MULTI/EXEC: the key is per window, so an EXPIRE lost to a crash between
-        # the two commands leaves at most one stale counter that no later window reads.
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.incr(name)
-        pipe.expire(name, int(self.window) * 2)
-        count = int((await pipe.execute())[0])
+        # One round trip per request: the TTL is set by the window's first request only. The key is
+        # per window, so an EXPIRE lost to a crash in between leaves one stale counter nobody reads.
+        count = int(await self._redis.incr(name))
+        if count == 1:
+            await self._redis.expire(name, int(self.window) * 2)
         if count > self.per_minute:
             return max(1, math.ceil((window + 1) * self.window - now))
         return None
