@@ -216,7 +216,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2 = cores)")
     parser.add_argument("--app", default="app.main:create_app",
-                        help="ASGI factory to serve; bench.whatif_app:create_app = the proposed changes")
+                        help="ASGI factory to serve (default: app.main:create_app)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--endpoints", nargs="+", choices=["GET /v1/jobs/{id}", "GET /v1/jobs", "POST /v1/jobs"],
                         help="measure only these (default: all three)")

@@ -15,6 +15,14 @@ from pathlib import Path
 
 # (bucket, markers): a stack belongs to the first bucket with a marker among its frames.
 BUCKETS: list[tuple[str, tuple[str, ...]]] = [
+    # The async request path (since the load work of issue #6).
+    ("auth: API key lookup on a cache miss (app.api.auth)", ("authenticate (app/api/auth",)),
+    ("rate limiter: Redis INCR (app.api.rediscount)", ("RateLimiter.hit (app/api",)),
+    ("query: psycopg read (app.core.pgreads)", ("PgReads.read (app/core",)),
+    ("query: SQLAlchemy async read (SQLite)", ("AsyncDatabase.read (app/core",)),
+    ("POST: insert + commit (AsyncSession.run_sync)", ("AsyncSession.run_sync", "create_job.<locals>.insert")),
+    ("response: job_json + orjson", ("job_json (app/api", "JsonBytes.render", "dumps (app/api/jobjson")),
+    # The sync request path before it (bench/README.md's first profile).
     ("auth: API key lookup + tenant (crud.authenticate)", ("authenticate (app/crud",)),
     ("auth: rest of current_tenant (hash, rate limiter)", ("current_tenant (app/api",)),
     ("DB pool: new connections (psycopg connect)", ("Pool._create_connection", "_ConnectionRecord.__connect")),

@@ -72,6 +72,8 @@ class HttpMetrics:
     def __init__(self, app: ASGIApp, metrics: AppMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # One entry per series the two metrics hold anyway (method x route template x status).
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,9 +94,14 @@ class HttpMetrics:
             route = scope.get("route")
             # The route template, never the raw path: job ids would explode the label set.
             template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+            labels = (scope.get("method", ""), template, status)
+            children = self._children.get(labels)
+            if children is None:  # labels() validates and locks each time: look each series up once
+                children = self._children[labels] = (
+                    self.metrics.requests.labels(labels[0], template, str(status)),
+                    self.metrics.latency.labels(labels[0], template))
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)
 
 
 class InflightLimit:

@@ -3,7 +3,7 @@
 With a Redis broker the count lives in Redis (a fixed one-minute window per key), so every API
 process enforces one shared limit; otherwise each process counts in memory (a sliding window).
 If Redis stops answering, the limiter falls back to memory rather than refusing traffic.
-The Redis round trip is awaited on the event loop (redis.asyncio), never on a worker thread.
+The Redis round trip is awaited on the event loop (app.api.rediscount), never on a worker thread.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import logging
 import math
 import time
 from collections import deque
-from typing import Any
+
+from app.api.rediscount import RedisCounter
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +23,9 @@ class RateLimiter:
         self.per_minute = per_minute
         self.window = window_seconds
         self._hits: dict[str, deque[float]] = {}
-        self._redis_url = redis_url if per_minute > 0 and redis_url and redis_url.startswith(("redis://", "rediss://")) else None
-        self._redis: Any = None  # created on first use, inside the event loop its connections belong to
+        shared = per_minute > 0 and redis_url and redis_url.startswith(("redis://", "rediss://"))
+        self._redis_url = redis_url if shared else None
+        self._redis: RedisCounter | None = None  # connects on first use, inside the app's event loop
 
     async def hit(self, key: str, now: float | None = None) -> int | None:
         """Record a request; None if allowed, else the seconds to wait (for Retry-After)."""
@@ -38,10 +40,7 @@ class RateLimiter:
 
     async def _hit_redis(self, key: str, now: float) -> int | None:
         if self._redis is None:
-            import redis.asyncio
-
-            self._redis = redis.asyncio.Redis.from_url(self._redis_url, socket_timeout=0.5,
-                                                       socket_connect_timeout=0.5)
+            self._redis = RedisCounter(self._redis_url, timeout=0.5)
         window = int(now // self.window)
         name = f"spectra:ratelimit:{key}:{window}"
         # One round trip per request: the TTL is set by the window's first request only. The key is
@@ -67,5 +66,5 @@ class RateLimiter:
 
     async def close(self) -> None:
         if self._redis is not None:
-            await self._redis.aclose()
+            self._redis.close()
             self._redis = None

@@ -74,7 +74,8 @@ class AsyncDatabase:
         )
 
     async def read(self, query: Executable, params: Mapping[str, Any] | None = None) -> Sequence[Row[Any]]:
-        """All rows of one read-only query: psycopg_pool on PostgreSQL, the async engine on SQLite."""
+        """All rows of one read-only query: bare psycopg on PostgreSQL (app.core.pgreads), the
+        async engine on SQLite."""
         if self._pg is not None:
             return await self._pg.read(query, params)
         for attempt in (1, 2):

@@ -1,10 +1,16 @@
-"""The API's hot reads on PostgreSQL: psycopg 3 async connections from psycopg_pool, no SQLAlchemy.
+"""The API's hot reads on PostgreSQL: psycopg 3 async connections in a small pool of our own, no SQLAlchemy.
 
 Measured on the 2-core benchmark machine, one `SELECT` of a job by id costs ~0.7 ms of API CPU through
 SQLAlchemy's async engine (connection facade, execution context, result processing, greenlet
-switches) and ~0.23 ms through psycopg_pool, at a total budget of well under 1 ms per request. The
-statements are still written once as SQLAlchemy Core (app.api.jobreads, app.api.auth) and compiled
-here to PostgreSQL SQL once each; SQLite keeps the SQLAlchemy path (app.core.adb).
+switches) and ~0.2 ms on a bare psycopg connection, at a total budget of well under 1 ms per
+request. The statements are still written once as SQLAlchemy Core (app.api.jobreads, app.api.auth)
+and compiled here to PostgreSQL SQL once each; SQLite keeps the SQLAlchemy path (app.core.adb).
+
+The pool is deliberately simple: connections are opened on demand by the request that needs one (so
+a database outage is a prompt 503 and its end is noticed by the next request, not after a background
+reconnect back-off), at most `size` are in use (app.api.middleware.InflightLimit admits no more
+requests than that), and idle ones are kept, never churned. A connection that fails is closed together
+with every idle one (after a database restart they are all dead) and the SELECT runs once more.
 
 Rows come back as named tuples with the types app.api.jobjson expects: JSON columns decoded (orjson),
 timestamps in UTC (the session's TimeZone is UTC).
@@ -12,6 +18,7 @@ timestamps in UTC (the session's TimeZone is UTC).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
@@ -19,7 +26,6 @@ from typing import Any, Callable
 import psycopg
 from psycopg.rows import namedtuple_row
 from psycopg.types.json import set_json_loads
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import Executable
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import make_url
@@ -35,27 +41,13 @@ def libpq_dsn(url: str) -> str:
 
 
 class PgReads:
-    def __init__(self, url: str, size: int, json_loads: Callable[[bytes | str], Any], timeout: float = 5) -> None:
+    def __init__(self, url: str, size: int, json_loads: Callable[[bytes | str], Any]) -> None:
         self._dsn = libpq_dsn(url)
-        self._size = size
-        self._timeout = timeout
         self._json_loads = json_loads
-        self._pool: AsyncConnectionPool | None = None
+        self._slots: asyncio.Semaphore | None = None  # created inside the running loop
+        self._size = size
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._sql: dict[int, tuple[Executable, str]] = {}
-
-    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        set_json_loads(self._json_loads, conn)
-
-    async def pool(self) -> AsyncConnectionPool:
-        if self._pool is None:  # created inside the running loop, which its connections belong to
-            self._pool = AsyncConnectionPool(
-                self._dsn, min_size=1, max_size=self._size, timeout=self._timeout, open=False,
-                kwargs={"autocommit": True, "row_factory": namedtuple_row, "connect_timeout": 5,
-                        "options": "-c TimeZone=UTC"},
-                configure=self._configure, name="api-reads",
-            )
-        await self._pool.open()  # no-op once open
-        return self._pool
 
     def compiled(self, query: Executable) -> str:
         """PostgreSQL SQL for a Core statement, compiled once (statements are module constants)."""
@@ -64,28 +56,45 @@ class PgReads:
             entry = self._sql[id(query)] = (query, str(query.compile(dialect=_DIALECT)))
         return entry[1]
 
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(
+            self._dsn, autocommit=True, row_factory=namedtuple_row, connect_timeout=5, options="-c TimeZone=UTC")
+        set_json_loads(self._json_loads, conn)
+        return conn
+
+    async def _fetch(self, sql: str, params: Mapping[str, Any] | None) -> Sequence[Any]:
+        conn = self._idle.pop() if self._idle else await self._connect()
+        try:
+            cursor = await conn.execute(sql, params)
+            rows = await cursor.fetchall()
+        except BaseException:
+            await conn.close()  # never hand out a connection in an unknown state
+            raise
+        self._idle.append(conn)
+        return rows
+
     async def read(self, query: Executable, params: Mapping[str, Any] | None = None) -> Sequence[Any]:
-        """All rows of one read-only query; 503-worthy failures come out as SQLAlchemy's
-        OperationalError, like everywhere else in the API (app.main maps it to 503)."""
+        """All rows of one read-only query. A lost connection comes out as SQLAlchemy's
+        OperationalError, like everywhere else in the API (app.main answers 503)."""
         sql = self.compiled(query)
-        pool = await self.pool()
-        for attempt in (1, 2):
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._size)
+        async with self._slots:
             try:
-                async with pool.connection() as conn:
-                    cursor = await conn.execute(sql, params)
-                    return await cursor.fetchall()
-            except PoolTimeout as exc:  # no connection could be made or freed within the timeout
-                raise OperationalError(sql, None, exc) from exc
+                return await self._fetch(sql, params)
             except psycopg.OperationalError as exc:
-                if attempt == 2:
-                    raise OperationalError(sql, None, exc) from exc
-                # A pooled connection died (the database restarted since it was used): drop the
-                # dead ones and run the SELECT once more, which is always safe.
-                log.warning("database connection lost, retrying the read once: %s", str(exc).splitlines()[0])
-                await pool.check()
-        raise AssertionError("unreachable")
+                log.warning("database connection failed, retrying the read once: %s", str(exc).splitlines()[0])
+                await self._drop_idle()
+            try:
+                return await self._fetch(sql, params)  # on a new connection: a SELECT can run twice
+            except psycopg.OperationalError as exc:
+                await self._drop_idle()
+                raise OperationalError(sql, None, exc) from exc
+
+    async def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._drop_idle()

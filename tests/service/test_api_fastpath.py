@@ -1,8 +1,11 @@
 """The fast read path (Core rows -> app.api.jobjson, orjson) answers exactly what JobOut would, and
-the per-process API key cache expires (SPECTRA_AUTH_CACHE_SECONDS)."""
+the per-process API key cache expires (SPECTRA_AUTH_CACHE_SECONDS), the rate limiter's own Redis client
+shares counts and falls back to memory."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,13 +13,14 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from app import crud
+from app.api.ratelimit import RateLimiter
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.main import create_app
 from app.models import ApiKey
 from app.schemas import JobOut
 from app.security import hash_api_key
-from tests.service.api_env import ApiServer, api, job_body  # noqa: F401  (fixture)
+from tests.service.api_env import ApiServer, api, job_body, redis_broker  # noqa: F401  (fixture)
 
 
 def test_reads_answer_what_jobout_would(api: ApiServer) -> None:
@@ -58,3 +62,17 @@ def test_revoked_key_works_at_most_the_cache_ttl(tmp_path: Path) -> None:
         assert client.get("/v1/jobs", headers=headers).status_code == 200  # still cached: the trade-off
         time.sleep(max(0.0, revoked_at + 2.1 - time.monotonic()))
         assert client.get("/v1/jobs", headers=headers).status_code == 401
+
+
+def test_rate_limiter_counts_in_redis_and_falls_back_to_memory() -> None:
+    """The limiter's own Redis client (app.api.rediscount): shared counts, and memory when Redis is gone."""
+    async def hits(limiter: RateLimiter, key: str, n: int) -> list[int | None]:
+        return list(await asyncio.gather(*[limiter.hit(key, now=120.0) for _ in range(n)]))
+
+    with redis_broker() as broker:
+        key = "test-" + secrets.token_hex(4)
+        first, second = RateLimiter(3, redis_url=broker), RateLimiter(3, redis_url=broker)
+        assert asyncio.run(hits(first, key, 2)) == [None, None]
+        assert asyncio.run(hits(second, key, 2)) == [None, 60]  # one count across processes
+        down = RateLimiter(2, redis_url="redis://127.0.0.1:1/0")
+        assert asyncio.run(hits(down, key, 3))[2] is not None  # counted in memory instead
