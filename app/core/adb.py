@@ -1,4 +1,6 @@
-"""The API's database access on asyncio: one AsyncEngine per app, psycopg 3 async or aiosqlite.
+"""The API's database access on asyncio. Reads: bare psycopg 3 async connections on PostgreSQL
+(app.core.pgreads), SQLAlchemy's async engine on aiosqlite for SQLite. Writes (POST): an
+AsyncSession on the async engine (psycopg 3 async or aiosqlite).
 
 Why not the sync engine of app.core.db on the request path: a sync session needs a worker thread
 for every blocking step, and each threadpool hop is a queue put, a thread wake-up and two GIL
@@ -12,6 +14,7 @@ and TestClient runs each app in a loop of its own) and disposed when the app shu
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,13 +41,22 @@ def async_url(url: str) -> str:
     return url
 
 
+# 19+ digits in a row: possibly an integer beyond 64 bits, which orjson would turn into a float.
+_LONG_NUMBER = {bytes: re.compile(rb"\d{19}"), str: re.compile(r"\d{19}")}
+
+
 def _json_loads(text: str | bytes) -> Any:
-    """JSON columns (spec, metrics) in a quarter of the stdlib's time; the stdlib for what orjson
-    refuses (NaN, numbers beyond a double), so nothing that reads today stops reading."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
+    """JSON columns (spec, metrics) in a quarter of the stdlib's time. The stdlib for what orjson
+    would read differently (integers beyond 64 bits: a spec may hold one) or refuses (NaN), so every
+    stored document reads back exactly as before."""
+    if not isinstance(text, (str, bytes)):
+        text = bytes(text)
+    if _LONG_NUMBER[type(text)].search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
 
 
 class AsyncDatabase:

@@ -5,6 +5,7 @@ shares counts and falls back to memory."""
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from datetime import UTC, datetime
@@ -76,3 +77,14 @@ def test_rate_limiter_counts_in_redis_and_falls_back_to_memory() -> None:
         assert asyncio.run(hits(second, key, 2)) == [None, 60]  # one count across processes
         down = RateLimiter(2, redis_url="redis://127.0.0.1:1/0")
         assert asyncio.run(hits(down, key, 3))[2] is not None  # counted in memory instead
+
+
+def test_json_columns_and_bodies_keep_big_integers() -> None:
+    """orjson reads integers beyond 64 bits as floats and refuses to write them: both fall back."""
+    from app.api.jobjson import dumps
+    from app.core.adb import _json_loads
+
+    big = {"max_windows": 10**30, "ok": [1, 2.5, "x"]}
+    assert _json_loads(json.dumps(big)) == big and _json_loads(json.dumps(big).encode()) == big
+    assert isinstance(_json_loads(b'{"n": 123456789012345678901234567890}')["n"], int)
+    assert json.loads(dumps(big)) == big
