@@ -80,8 +80,10 @@ def variant(att, mlp, G=None):
     return ppl(m)
 
 t = time.time()
-base = fresh(); print("dense", round(ppl(base), 2), flush=True)
+base = fresh()
+print("| attention | mlp | wiki2 ppl (4 x 2048) | elapsed s |\n|---|---|---|---|")
+print(f"| dense | dense | {ppl(base):.2f} | {time.time() - t:.0f} |", flush=True)
 G = grams(base); del base
 for att, mlp in [("zero", "zero"), ("sigma", "sigma"), ("zero", "sigma"), ("sigma", "zero"),
                  ("whiten", "whiten"), ("zero", "whiten"), ("whiten", "zero")]:
-    print(f"attention={att:7s} mlp={mlp:7s} ppl={variant(att, mlp, G):9.2f}  t={time.time()-t:.0f}s", flush=True)
+    print(f"| {att} | {mlp} | {variant(att, mlp, G):.2f} | {time.time() - t:.0f} |", flush=True)
