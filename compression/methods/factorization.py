@@ -7,7 +7,7 @@ r' = target_ratio (the SVD-LLM convention); with a subset, the targeted matrices
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -60,17 +60,21 @@ def by_layer(plan: list[Target]) -> dict[int, list[Target]]:
     return layers
 
 
+def shared_input_sources(names: Iterable[str]) -> dict[str, str]:
+    """Map each full linear name to the first listed name of the same block that reads the same input
+    (q/k/v, gate/up; SHARED_INPUT_GROUPS), or to itself: one input statistic then serves the group."""
+    source: dict[str, str] = {}
+    first_of_group: dict[tuple[str, int], str] = {}
+    for name in names:
+        block, short = name.rsplit(".", 1)
+        group = next((g for g, members in enumerate(SHARED_INPUT_GROUPS) if short in members), None)
+        source[name] = name if group is None else first_of_group.setdefault((block, group), name)
+    return source
+
+
 def input_representatives(plan: list[Target]) -> dict[str, str]:
     """Map every target name to the target whose input statistic it can reuse (itself by default)."""
-    rep: dict[str, str] = {}
-    first_of_group: dict[tuple[int, int], str] = {}
-    for target in plan:
-        group = next((g for g, names in enumerate(SHARED_INPUT_GROUPS) if target.short in names), None)
-        if group is None:
-            rep[target.name] = target.name
-            continue
-        rep[target.name] = first_of_group.setdefault((target.layer, group), target.name)
-    return rep
+    return shared_input_sources(target.name for target in plan)
 
 
 def install(ctx: CompressionContext, target: Target, out_factor: torch.Tensor, in_factor: torch.Tensor) -> int:

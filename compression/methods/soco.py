@@ -21,27 +21,12 @@ from compression.architectures import iter_target_linears
 from compression.errors import InvalidInput
 from compression.linalg import cholesky_whitening
 from compression.methods.base import CompressionContext, Compressor, MethodReport, register
+from compression.methods.factorization import shared_input_sources
 from compression.rank_figure import MatrixRank, render_rank_allocation
 from compression.specs import Method, SoCoOptions
 from compression.spectrum import ScoredSpectrumLinear
 from compression.spectrum_training import train_scores
 from compression.surgery import decoder_linear_params, replace_module
-
-
-# In every Llama-like layer (the only layout in compression.architectures) these projections read the
-# very same tensor as their sibling, so one Gram matrix serves both: collected once, not three times.
-SAME_INPUT_AS = {"k_proj": "q_proj", "v_proj": "q_proj", "up_proj": "gate_proj"}
-
-
-def _gram_sources(targets: list[tuple[str, int, str, torch.nn.Module]]) -> dict[str, str]:
-    """Map each target to the module whose input Gram it uses (itself, or a sibling with the same input)."""
-    names = {name for name, _, _, _ in targets}
-    source = {}
-    for name, _, short, _ in targets:
-        sibling = SAME_INPUT_AS.get(short)
-        alias = name[: -len(short)] + sibling if sibling else None
-        source[name] = alias if alias in names else name
-    return source
 
 
 def factor_targets(ctx: CompressionContext, options: SoCoOptions) -> list[tuple[str, int, str, ScoredSpectrumLinear]]:
@@ -51,7 +36,7 @@ def factor_targets(ctx: CompressionContext, options: SoCoOptions) -> list[tuple[
         if not isinstance(module, torch.nn.Linear):
             raise InvalidInput(f"soco needs dense nn.Linear targets; {name} is a {type(module).__name__}")
     grams: dict[str, torch.Tensor] = {}
-    source = _gram_sources(targets)
+    source = shared_input_sources(name for name, _, _, _ in targets)  # q/k/v, gate/up: one Gram each
     if options.basis == "whitened":
         ctx.progress(0.0, "whitening: collecting input Gram matrices")
         dtype = torch.float64 if options.gram_dtype == "float64" else torch.float32
