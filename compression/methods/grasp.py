@@ -35,7 +35,7 @@ from compression.activations import collect_input_stats
 from compression.linalg import cholesky_whitening, rank_for_ratio
 from compression.lowrank import LowRankLinear
 from compression.methods.base import CompressionContext, Compressor, MethodReport, register
-from compression.methods.factorization import SHARED_INPUT_GROUPS
+from compression.methods.factorization import shared_input_sources
 from compression.prefix_cache import PrefixCache
 from compression.sigma_attribution import (
     SigmaGradients,
@@ -59,24 +59,22 @@ def compile_low_rank(linear: nn.Linear, surrogate: SigmaLinear, keep: torch.Tens
 
 
 def whitening_factors(
-    ctx: CompressionContext, linears: dict[str, nn.Linear], calibration: torch.Tensor, deepest: int,
+    ctx: CompressionContext, targets: list[str], layers: list[int], calibration: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
-    """Cholesky factor of each linear's input Gram matrix on the model as it is now (basis="whitened").
+    """Cholesky factor of the input Gram matrix of every target linear of the chosen layers (basis="whitened").
 
-    q/k/v and gate/up read the same input, so one Gram matrix serves each group; the forward passes
-    stop after the deepest layer involved.
+    Taken once, on the dense model: in either order a block's inputs are still the dense model's when
+    it is scored (deepest layer first, and a layer's MLP, which reads its attention's output, is
+    scored before that attention is touched). One Gram matrix serves each q/k/v and gate/up group; the forward passes stop
+    after the deepest chosen layer.
     """
-    representative: dict[str, str] = {}
-    first: dict[tuple[str, int], str] = {}
-    for name in linears:
-        parent, short = name.rsplit(".", 1)
-        group = next((i for i, g in enumerate(SHARED_INPUT_GROUPS) if short in g), None)
-        representative[name] = name if group is None else first.setdefault((parent, group), name)
-    unique = {name: linears[name] for name in set(representative.values())}
-    grams = collect_input_stats(ctx.model, unique, calibration, ctx.device, stat="gram", dtype=torch.float64,
-                                stop_after=decoder_layers(ctx.model, ctx.arch)[deepest])
+    linears = {full: mod for full, _, _, mod in iter_target_linears(ctx.model, ctx.arch, targets, layers)}
+    source = shared_input_sources(linears)
+    grams = collect_input_stats(ctx.model, {name: linears[name] for name in set(source.values())}, calibration,
+                                ctx.device, stat="gram", dtype=torch.float64,
+                                stop_after=decoder_layers(ctx.model, ctx.arch)[max(layers)])
     chols = {name: cholesky_whitening(gram).cpu() for name, gram in grams.items()}
-    return {name: chols[representative[name]] for name in linears}
+    return {name: chols[source[name]] for name in linears}
 
 
 def choose_layers(ctx: CompressionContext, options: GraspOptions, count: int) -> tuple[list[int], list[float] | None]:
@@ -129,6 +127,7 @@ class Grasp(Compressor):
         calibration = ctx.calibration[: options.calibration_samples or ctx.calibration.shape[0]]
         # Layers below the lowest chosen one never change: their output is computed once.
         cache = PrefixCache(ctx.model, ctx.arch, min(chosen), calibration, ctx.device)
+        chols = whitening_factors(ctx, targets, chosen, calibration) if options.basis == "whitened" else None
 
         started = time.perf_counter()
         ranks: dict[str, int] = {}
@@ -138,12 +137,12 @@ class Grasp(Compressor):
                 ctx.check_stop()
                 label = f"layer {layer} {block} ({i + 1}/{len(units)})"
                 progress = _sub_progress(ctx, i, len(units), label)
-                ranks.update(self._score_and_compile(ctx, options, grasp_plan, calibration, cache, [layer], names,
+                ranks.update(self._score_and_compile(ctx, options, grasp_plan, calibration, cache, chols, [layer], names,
                                                      progress))
         else:
             ctx.check_stop()
             progress = _sub_progress(ctx, 0, 1, f"layers {chosen} in one pass")
-            ranks.update(self._score_and_compile(ctx, options, grasp_plan, calibration, cache, chosen, targets,
+            ranks.update(self._score_and_compile(ctx, options, grasp_plan, calibration, cache, chols, chosen, targets,
                                                  progress))
         attribution_s = time.perf_counter() - started
 
@@ -168,13 +167,13 @@ class Grasp(Compressor):
 
     def _score_and_compile(
         self, ctx: CompressionContext, options: GraspOptions, grasp_plan: GraspPlan,
-        calibration: torch.Tensor, prefix: PrefixCache, layers: list[int], names: list[str], progress,
+        calibration: torch.Tensor, prefix: PrefixCache, chols: dict[str, torch.Tensor] | None,
+        layers: list[int], names: list[str], progress,
     ) -> dict[str, int]:
         linears = {full: mod for full, _, _, mod in iter_target_linears(ctx.model, ctx.arch, names, layers)}
         for full, mod in linears.items():
             if not isinstance(mod, nn.Linear):
                 raise InvalidInput(f"{full} is {type(mod).__name__}, not nn.Linear: is the model already compressed?")
-        chols = whitening_factors(ctx, linears, calibration, max(layers)) if options.basis == "whitened" else None
         ranks = {}
         with sigma_surrogates(ctx.model, linears, chols) as surrogates:
             grads: dict[str, SigmaGradients] = {}
