@@ -35,6 +35,17 @@ def _ctx(model, tokenizer, calib, ratio=0.2, progress=None, should_stop=None, **
     )
 
 
+def _autograd_sigma_gradient(model, u, s, vh, calib) -> torch.Tensor:
+    """sum over windows of dL/ds with W = U diag(s) Vh substituted into the untouched model (s the leaf)."""
+    direct = torch.zeros_like(s)
+    for row in calib:
+        ids = row.unsqueeze(0)
+        sigma = s.clone().requires_grad_(True)
+        loss = functional_call(model, {f"{TARGET}.weight": (u * sigma) @ vh}, (ids,), {"labels": ids}).loss
+        direct += torch.autograd.grad(loss, sigma)[0]
+    return direct
+
+
 def test_attribution_equals_autograd_on_sigma_and_dense_gradient(tiny_model, tiny_calib):
     calib = tiny_calib[:3, :64]
     linear = tiny_model.get_submodule(TARGET)
@@ -43,15 +54,10 @@ def test_attribution_equals_autograd_on_sigma_and_dense_gradient(tiny_model, tin
         ours = accumulate_sigma_gradients(tiny_model, surrogates, calib, torch.device("cpu"))[TARGET]
     assert tiny_model.get_submodule(TARGET) is linear  # the dense linear is back
 
-    # Direct autograd: W = U diag(s) V^T with s the leaf, substituted into the untouched model.
-    direct = torch.zeros_like(s)
+    direct = _autograd_sigma_gradient(tiny_model, u, s, vh, calib)
     dense = torch.zeros_like(s)
-    for row in calib:
+    for row in calib:  # u_i^T G v_i from the dense weight gradient G
         ids = row.unsqueeze(0)
-        sigma = s.clone().requires_grad_(True)
-        loss = functional_call(tiny_model, {f"{TARGET}.weight": (u * sigma) @ vh}, (ids,), {"labels": ids}).loss
-        direct += torch.autograd.grad(loss, sigma)[0]
-        # u_i^T G v_i from the dense weight gradient G.
         weight = linear.weight.detach().clone().requires_grad_(True)
         loss = functional_call(tiny_model, {f"{TARGET}.weight": weight}, (ids,), {"labels": ids}).loss
         grad_w = torch.autograd.grad(loss, weight)[0]
@@ -90,13 +96,7 @@ def test_whitened_surrogate_is_exact_and_its_attribution_is_autograd_on_its_sigm
     with sigma_surrogates(tiny_model, {TARGET: linear}, {TARGET: chol}) as surrogates:
         ours = accumulate_sigma_gradients(tiny_model, surrogates, calib, torch.device("cpu"))[TARGET]
     u, s, vh_w = whitened_svd(linear.weight, chol)
-    vh = unwhiten(vh_w, chol)
-    direct = torch.zeros_like(s)
-    for row in calib:
-        ids = row.unsqueeze(0)
-        sigma = s.clone().requires_grad_(True)
-        loss = functional_call(tiny_model, {f"{TARGET}.weight": (u * sigma) @ vh}, (ids,), {"labels": ids}).loss
-        direct += torch.autograd.grad(loss, sigma)[0]
+    direct = _autograd_sigma_gradient(tiny_model, u, s, unwhiten(vh_w, chol), calib)
     torch.testing.assert_close(ours.signed, direct, rtol=1e-3, atol=1e-5)
     assert ours.signed.abs().max() > 1e-4
 
