@@ -11,7 +11,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.jobstates import EventKind, JobStatus
-from app.models import Artifact, Job, JobEvent, utcnow
+from app.models import Artifact, Job, JobEvent, Tenant, utcnow
 
 
 class JobStateConflict(Exception):
@@ -85,6 +85,24 @@ def list_events(session: Session, *, job_id: str, after_id: int | None = None, l
 
 def list_artifacts(session: Session, *, job_id: str) -> list[Artifact]:
     return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)))
+
+
+def lock_tenant_for_submission(session: Session, *, tenant_id: int) -> None:
+    """Hold the tenant's submission lock until the caller's transaction ends, so that a count of its
+    active jobs stays true until this transaction's insert commits (two counts cannot both pass).
+
+    PostgreSQL: a row lock on the tenant. FOR NO KEY UPDATE conflicts with itself but not with the
+    FOR KEY SHARE that inserting a job (its foreign key) takes, so other writers are not held up.
+    SQLite ignores FOR UPDATE: there a no-op UPDATE starts the write transaction instead (the driver
+    issues BEGIN before it), taking the database's single write lock; a concurrent submission then
+    waits on busy_timeout and counts only after this one commits. This serializes all writers of
+    the file for that short while, which embedded mode does anyway at the insert.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(Tenant).where(Tenant.id == tenant_id).values(id=Tenant.id)
+                        .execution_options(synchronize_session=False))
+    else:
+        session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update(key_share=True))
 
 
 def count_active_jobs(session: Session, *, tenant_id: int) -> int:

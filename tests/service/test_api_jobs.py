@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import pytest
 import redis
 
 from app import crud
 from app.core.db import session_scope
-from tests.service.api_env import DATA_ROOT, MAX_BODY, MODEL_ROOT, ApiServer, api, job_body  # noqa: F401
+from tests.service.api_env import (  # noqa: F401  (api: fixture)
+    DATA_ROOT, MAX_BODY, MODEL_ROOT, ApiServer, api, backing_services, job_body, server_env,
+)
+from tests.service.support.processes import free_port, start_api
 
 
 def _task_args(raw: bytes) -> list[object]:
@@ -113,6 +120,39 @@ def test_concurrent_requests_with_one_idempotency_key_make_one_job(api: ApiServe
     assert {code for code, _ in results} == {202} and len({job_id for _, job_id in results}) == 1, results
     with api.client(key) as client:
         assert [j["spec"]["seed"] for j in client.get("/v1/jobs").json()["items"]] == [7]
+
+
+@pytest.mark.parametrize("kind", ["postgres", "sqlite"])
+def test_concurrent_submissions_never_exceed_the_active_job_quota(kind: str, tmp_path: Path) -> None:
+    """Many POSTs of one tenant at once against a quota of 3: exactly 3 jobs, the rest 429 (count-then-
+    insert without a lock let every request pass the count). Nobody consumes the queue."""
+    quota, attempts = 3, 16
+    port = free_port()
+    with backing_services(kind, tmp_path) as (database_url, broker_url):
+        env = server_env(tmp_path, database_url, broker_url, SPECTRA_MAX_ACTIVE_JOBS_PER_TENANT=str(quota))
+        process = start_api(env, port, tmp_path / "logs")
+        try:
+            server = ApiServer(kind, f"http://127.0.0.1:{port}", database_url, broker_url, tmp_path)
+            key = server.new_key("quota-race")
+            start = threading.Barrier(attempts)
+
+            def submit(i: int) -> tuple[int, str]:
+                with server.client(key) as client:
+                    client.get("/healthz")  # connect first, so the POSTs leave together
+                    start.wait(timeout=30)
+                    response = client.post("/v1/jobs", json=job_body(seed=i))
+                    return response.status_code, response.text
+
+            with ThreadPoolExecutor(attempts) as pool:
+                results = list(pool.map(submit, range(attempts)))
+        finally:
+            process.stop()
+        codes = Counter(code for code, _ in results)
+        assert codes == {202: quota, 429: attempts - quota}, results
+        assert all(f"{quota} queued or running jobs" in text for code, text in results if code == 429)
+        with session_scope(database_url) as session:
+            tenant = crud.get_or_create_tenant(session, name="quota-race")
+            assert crud.count_active_jobs(session, tenant_id=tenant.id) == quota
 
 
 def test_list_is_newest_first_paginated_and_stable_under_inserts(api: ApiServer) -> None:

@@ -76,6 +76,10 @@ async def create_job(
             if existing is not None:
                 return existing, _replayable(existing, request_hash), True
         quota = settings.max_active_jobs_per_tenant
+        if quota:
+            # Count and insert under the tenant's lock (released by the commit or rollback below):
+            # without it, concurrent POSTs all counted the same jobs and together passed the quota.
+            crud.lock_tenant_for_submission(session, tenant_id=tenant.id)
         if quota and crud.count_active_jobs(session, tenant_id=tenant.id) >= quota:
             raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
                                 f"this tenant already has {quota} queued or running jobs (the limit); wait for one "
