@@ -7,6 +7,9 @@ Why each setting (shared/reference/service.md section 3):
 - visibility_timeout above the hard time limit: Redis must not re-deliver a job that is still running.
 - cancel_long_running_tasks_on_connection_loss: after a broker blip a late-ack task would otherwise
   run twice in parallel; the sweeper re-queues the job from SQL instead.
+- max_tasks_per_child (default 1) / max_memory_per_child: a pool child that ran a job keeps the
+  memory torch cached or fragmented; it is replaced instead of carrying that into the next job
+  (app.core.config explains the default).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ class BrokerSettings(Protocol):
     home: Path
     broker_url: str
     job_time_limit_seconds: int
+    worker_max_tasks_per_child: int
+    worker_max_memory_per_child: int
 
 
 def time_limits(settings: BrokerSettings) -> tuple[int, int]:
@@ -83,6 +88,9 @@ def celery_config(settings: BrokerSettings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
+        # 0 in our settings means "no limit", which Celery spells None.
+        "worker_max_tasks_per_child": settings.worker_max_tasks_per_child or None,
+        "worker_max_memory_per_child": settings.worker_max_memory_per_child or None,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "task_routes": {TASK_NAME: {"queue": QUEUE}},
         "task_default_queue": QUEUE,

@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     stale_after_seconds: float = Field(60, gt=0)
     max_attempts: int = Field(3, ge=1)
     job_time_limit_seconds: int = Field(6 * 3600, ge=1)
+    # A job loads a whole model into one pool child; torch's caching allocators and a heap fragmented
+    # by gigabytes of tensors are not given back when the job ends, so a long-lived child grows until
+    # it is OOM-killed mid-job. A fresh child per job costs a fork and the torch import (a few
+    # seconds), nothing next to a job's minutes, and every job starts from the same clean process.
+    worker_max_tasks_per_child: int = Field(
+        1, ge=0, description="Jobs a worker's pool child runs before it is replaced; 0 = never replaced.")
+    worker_max_memory_per_child: int = Field(
+        0, ge=0, description="Resident memory (KiB) above which a pool child is replaced after its current "
+        "job; 0 = no limit.")
     public_url: str | None = Field(
         None, description="Base URL in local download links; unset: the URL the request came in on."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,6 +90,23 @@ def session_scope(url: str) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def _forget_engines_in_child() -> None:
+    """After a fork, the child must not use the parent's pooled connections: they are the parent's
+    sockets, in use by its threads (a Celery worker's sweeper), and a lock held by such a thread at
+    the fork would stay held forever. The child builds its own engines on first use. Nothing is
+    closed here: closing a PostgreSQL connection would end the parent's session (psycopg does not
+    close, on garbage collection, a connection another pid opened)."""
+    global _lock
+    _lock = Lock()
+    _engines.clear()
+    _factories.clear()
+
+
+# Celery's prefork pool forks a new child whenever one is replaced (worker_max_tasks_per_child), long
+# after the parent's sweeper thread has opened connections.
+os.register_at_fork(after_in_child=_forget_engines_in_child)
 
 
 def dispose_engines() -> None:

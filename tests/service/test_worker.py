@@ -3,6 +3,7 @@ MAX_ATTEMPTS, and the outcome rules (OOM and bad input are never retried)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -46,6 +47,58 @@ def test_redelivery_of_a_finished_job_is_a_no_op(distributed: Stack) -> None:
     wait_until(lambda: worker.log_text().count(f"job {job['id']}: nothing to do") > skips, 60,
                "the worker to receive the duplicate", process=worker)
     assert snapshot() == before
+
+
+def _ran_on(client: Any, job_id: str) -> str:
+    """'node:pid' of the pool child that claimed the job (from its 'running on ...' event)."""
+    return next(e["data"]["worker"] for e in client.events(job_id) if e["message"].startswith("running on"))
+
+
+def test_each_job_runs_in_a_fresh_pool_child(distributed: Stack) -> None:
+    """SPECTRA_WORKER_MAX_TASKS_PER_CHILD defaults to 1: the same Celery worker (one pool process)
+    runs two jobs in two different children, so nothing one job leaked reaches the next."""
+    from worker.config import celery_config
+
+    settings = distributed.settings()  # what the worker process read
+    assert celery_config(settings)["worker_max_tasks_per_child"] == 1
+    assert celery_config(settings)["worker_max_memory_per_child"] is None
+    zero = settings.model_copy(update={"worker_max_tasks_per_child": 0, "worker_max_memory_per_child": 4_000_000})
+    assert celery_config(zero)["worker_max_tasks_per_child"] is None  # 0 = never recycle
+    assert celery_config(zero)["worker_max_memory_per_child"] == 4_000_000  # KiB, as Celery takes it
+
+    alice = distributed.client("alice")
+    worker = distributed.workers[-1]
+    children = []
+    for _ in range(2):
+        job = alice.submit_ok(FAST_JOB)
+        assert alice.wait_terminal(job["id"], timeout=240)["status"] == "succeeded", distributed.logs()
+        children.append(_ran_on(alice, job["id"]))
+    assert all(child.startswith(f"{worker.name}@") for child in children), children  # one Celery node
+    assert children[0] != children[1], children  # two pool children
+    assert worker.alive()
+
+
+def test_a_forked_child_opens_its_own_connections(quiet_database: str) -> None:
+    """A replaced pool child is forked from a worker whose sweeper holds pooled connections: the child
+    must get engines of its own and leave the parent's connections open."""
+    from sqlalchemy import text
+
+    from app.core.db import get_engine
+
+    backend_pid = text("SELECT pg_backend_pid()")
+    with get_engine(quiet_database).connect() as conn:
+        parent_backend = conn.scalar(backend_pid)
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only, never return into pytest
+        try:
+            with get_engine(quiet_database).connect() as conn:
+                os._exit(0 if conn.scalar(backend_pid) != parent_backend else 3)
+        except BaseException:
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # 3: the child used the parent's connection
+    with get_engine(quiet_database).connect() as conn:
+        assert conn.scalar(backend_pid) == parent_backend  # still the same session: nothing closed it
 
 
 # --- the sweeper (in-process, on a database no worker or other sweeper touches) -----------------
