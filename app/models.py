@@ -77,8 +77,6 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
-    tenant: Mapped[Tenant] = relationship(lazy="joined")
-
 
 _STATUSES = ", ".join(f"'{s.value}'" for s in JobStatus)
 

@@ -1,4 +1,5 @@
-"""Tenants and API keys (plaintext keys are returned once and never stored)."""
+"""Tenants and API keys (plaintext keys are returned once and never stored). Requests are
+authenticated in app.api.auth, on the event loop."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.models import ApiKey, Tenant, utcnow
-from app.security import generate_api_key, hash_api_key, key_matches, key_prefix
+from app.security import generate_api_key, hash_api_key, key_prefix
 
 
 def get_or_create_tenant(session: Session, *, name: str) -> Tenant:
@@ -26,15 +27,6 @@ def create_api_key(session: Session, *, tenant_name: str) -> tuple[ApiKey, str]:
     session.add(row)
     session.flush()
     return row, plaintext
-
-
-def authenticate(session: Session, *, key: str) -> Tenant | None:
-    """The tenant owning this (unrevoked) key, or None. Lookup by hash, then a constant-time check."""
-    digest = hash_api_key(key)
-    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None)))
-    if row is None or not key_matches(key, row.key_hash):
-        return None
-    return row.tenant
 
 
 def revoke_api_key(session: Session, *, prefix: str, tenant_name: str) -> int:

@@ -34,6 +34,7 @@ from app.main import create_app
 from app.storage import StoredFile, job_prefix
 from compression.specs import JobSpec
 from tests.service.api_env import DATA_ROOT, MAX_BODY, MODEL_ROOT, ApiServer, api, job_body, server_env  # noqa: F401
+from tests.service.support.auth import authenticate_keys
 from tests.service.support.processes import Process, free_port, wait_until
 from tests.service.test_security_matrix import succeeded_job, token_payload
 
@@ -181,13 +182,26 @@ def test_keys_are_stored_only_as_hashes_and_compared_in_constant_time(
         compared.append((a, b))
         return real(a, b)  # type: ignore[arg-type]
 
+    near_miss = key[:-1] + ("A" if key[-1] != "A" else "B")
     monkeypatch.setattr(security.hmac, "compare_digest", spy)
-    with session_scope(api.database_url) as session:
-        assert crud.authenticate(session, key=key) is not None
-        assert crud.authenticate(session, key=key[:-1] + ("A" if key[-1] != "A" else "B")) is None
+    tenants, _ = authenticate_keys(api.database_url, [key, near_miss])  # the API's own check, uncached
+    monkeypatch.undo()
+    assert [t and t.name for t in tenants] == ["hash-only", None]
     # The presented key is hashed, then checked with compare_digest (after an indexed lookup by
     # that hash, whose timing can reveal nothing about the key itself).
     assert compared == [(security.hash_api_key(key), security.hash_api_key(key))]
+
+
+def test_revoked_and_malformed_keys_are_refused_malformed_ones_without_a_query(api: ApiServer) -> None:
+    key, revoked = api.new_key("refusals"), api.new_key("refusals")
+    with session_scope(api.database_url) as session:
+        prefix = revoked[:security.SHOWN_PREFIX_LEN]
+        assert crud.revoke_api_key(session, prefix=prefix, tenant_name="refusals") == 1
+    tenants, queries = authenticate_keys(api.database_url, [key, revoked])
+    assert [t and t.name for t in tenants] == ["refusals", None] and queries == 2
+    malformed = ["", "sk_", "sk_short", "pk_" + key[3:], "sk_" + "a" * 200, key + "\x00" * 100]
+    tenants, queries = authenticate_keys(api.database_url, malformed)
+    assert tenants == [None] * len(malformed) and queries == 0  # refused by their shape alone
 
 
 def test_secrets_never_reach_the_logs(tmp_path: Path) -> None:
@@ -270,14 +284,12 @@ def test_s3_credentials_stay_out_of_logs_and_answers(tmp_path: Path, caplog: pyt
     caplog.set_level(logging.DEBUG)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         with session_scope(settings.database_url or "") as session:
-            tenant_key = crud.create_api_key(session, tenant_name="s3-logs")[1]
-            tenant = crud.authenticate(session, key=tenant_key)
-            assert tenant is not None
+            key_row, tenant_key = crud.create_api_key(session, tenant_name="s3-logs")
             spec = JobSpec.model_validate(job_body()).model_dump(mode="json")
-            job_id = crud.create_job(session, tenant_id=tenant.id, spec=spec).id
+            job_id = crud.create_job(session, tenant_id=key_row.tenant_id, spec=spec).id
             crud.claim_job(session, job_id=job_id, worker="w", stale_after=60)
             stored = StoredFile(name="model.safetensors", size=3, sha256="0" * 64,
-                                key=f"{job_prefix(tenant.id, job_id)}/model.safetensors")
+                                key=f"{job_prefix(key_row.tenant_id, job_id)}/model.safetensors")
             assert crud.finish_job(session, job_id=job_id, status="succeeded", artifacts=[stored], worker="w")
         ready = client.get("/readyz")
         listed = client.get(f"/v1/jobs/{job_id}/artifacts", headers={"X-API-Key": tenant_key})

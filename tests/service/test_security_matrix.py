@@ -23,6 +23,7 @@ from app.storage import job_prefix
 from app.storage.local import LocalStore, sign_token
 from compression.specs import JobSpec
 from tests.service.api_env import ApiServer, api, job_body  # noqa: F401  (fixture)
+from tests.service.support.auth import tenant_of
 
 SECRET = b"test-signing-secret"  # what api_env gives the server (SPECTRA_SIGNING_SECRET)
 JOB_ENDPOINTS = [("GET", ""), ("POST", "/cancel"), ("GET", "/events"), ("GET", "/artifacts")]
@@ -35,10 +36,8 @@ def succeeded_job(server: ApiServer, key: str, folder: Path, secret: bytes = SEC
     for name, data in FILES.items():
         (folder / name).write_bytes(data)
     spec = JobSpec.model_validate(job_body()).model_dump(mode="json")
+    tenant_id = tenant_of(server.database_url, key).id
     with session_scope(server.database_url) as session:
-        tenant = crud.authenticate(session, key=key)
-        assert tenant is not None
-        tenant_id = tenant.id
         job_id = crud.create_job(session, tenant_id=tenant_id, spec=spec).id
         assert crud.claim_job(session, job_id=job_id, worker="security-test", stale_after=60) is not None
     stored = LocalStore(server.home / "artifacts", secret=secret).upload_dir(folder, job_prefix(tenant_id, job_id))
