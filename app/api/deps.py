@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session
+from starlette.datastructures import State
 
 from app.api.auth import Principal, authenticate
 from app.api.ratelimit import RateLimiter
@@ -64,10 +65,15 @@ _UNAUTHORIZED = {"WWW-Authenticate": "ApiKey"}
 
 
 async def current_tenant(request: Request, key: Annotated[str | None, Depends(api_key_header)]) -> Principal:
+    return await tenant_for_key(request.app.state, key)
+
+
+async def tenant_for_key(state: State, key: str | None) -> Principal:
+    """The tenant behind an X-API-Key value, after its rate limit: 401 or 429 as HTTPException.
+    Shared by the dependency above and app.api.fastreads."""
     if not key:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED,
                             "missing API key: send it in the X-API-Key header", headers=_UNAUTHORIZED)
-    state = request.app.state
     digest = hash_api_key(key)
     tenant = await authenticate(state.db, state.key_cache, key, digest)
     if tenant is None:

@@ -43,6 +43,32 @@ def job_json(row: Any) -> dict[str, Any]:
     }
 
 
+def _iso_utc(column: str) -> str:
+    """SQL for a timestamptz as job_json writes it: UTC, 'Z', the fraction only when non-zero."""
+    return f"""replace(to_char(timezone('UTC', {column}), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), '.000000Z', 'Z')"""
+
+
+# job_json, computed by PostgreSQL as JSON text (one column, `json_build_object(...)::text`). A page
+# of 50 jobs cost the API more CPU in decoding rows (JSON columns, timestamps) and encoding them
+# again than everything else together (bench/README.md); this way the API only joins the texts.
+# The JSON columns (spec, metrics) are embedded as stored. Keep it in step with job_json above:
+# tests/service/test_api_fastpath.py checks both against JobOut on PostgreSQL and SQLite.
+JOB_JSON_SQL = f"""json_build_object(
+    'id', id, 'status', status, 'model', model, 'revision', revision, 'method', method,
+    'target_ratio', target_ratio, 'spec', spec,
+    'progress', json_build_object('stage', progress_stage, 'fraction', progress_fraction,
+                                  'message', progress_message),
+    'metrics', metrics,
+    'error', CASE WHEN coalesce(error_code, '') <> '' OR coalesce(error_message, '') <> ''
+                  THEN json_build_object('code', error_code, 'message', error_message) END,
+    'attempts', attempts, 'cancel_requested', coalesce(cancel_requested, false),
+    'created_at', {_iso_utc("created_at")}, 'started_at', {_iso_utc("started_at")},
+    'finished_at', {_iso_utc("finished_at")}, 'updated_at', {_iso_utc("updated_at")},
+    'links', json_build_object('self', '/v1/jobs/' || id, 'events', '/v1/jobs/' || id || '/events',
+                               'artifacts', '/v1/jobs/' || id || '/artifacts', 'cancel', '/v1/jobs/' || id || '/cancel')
+)::text"""
+
+
 def dumps(content: Any) -> bytes:
     try:
         return orjson.dumps(content, option=_OPTIONS)
@@ -51,9 +77,9 @@ def dumps(content: Any) -> bytes:
 
 
 class JsonBytes(Response):
-    """application/json from already-JSON-ready content, encoded by orjson."""
+    """application/json from JSON-ready content (encoded by orjson) or from JSON bytes as they are."""
 
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return dumps(content)
+        return content if isinstance(content, bytes) else dumps(content)  # bytes: already JSON

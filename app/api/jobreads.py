@@ -1,24 +1,32 @@
-"""The hot reads of /v1/jobs as Core queries on the async engine (no ORM objects, no session).
+"""The hot reads of /v1/jobs, answered as JSON bytes: Core queries, no ORM objects, no session.
 
 Same filters and order as app.crud.jobs.get_job / list_jobs (the worker and the other routes keep
-using those); the rows carry JobOut's columns, which app.api.jobjson turns into JobOut JSON.
+using those). On PostgreSQL the database writes each job's JobOut JSON (app.api.jobjson.JOB_JSON_SQL);
+on SQLite the rows carry JobOut's columns and app.api.jobjson.job_json writes it.
 Statements are built once with bind parameters: SQLAlchemy then computes their cache key once,
 not per request.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, bindparam, or_, select
+from fastapi import HTTPException, status
+from sqlalchemy import Select, and_, bindparam, literal_column, or_, select
 
+from app.api.jobjson import JOB_JSON_SQL, dumps, job_json
+from app.api.validation import encode_cursor
 from app.core.adb import AsyncDatabase
 from app.crud import Cursor
 from app.models import Job
 
 _JOBS = Job.__table__
+# Ids are uuid4 hex; anything else (NUL bytes, 10 kB, odd characters) cannot exist, so it is a 404
+# without a query (PostgreSQL would refuse a NUL byte with an error, not an empty result).
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # What JobOut shows, nothing more (not worker, heartbeat_at, idempotency_key, request_hash).
 _SHOWN = [_JOBS.c[name] for name in (
     "id", "status", "model", "revision", "method", "target_ratio", "spec", "progress_stage", "progress_fraction",
@@ -26,16 +34,28 @@ _SHOWN = [_JOBS.c[name] for name in (
     "started_at", "finished_at", "updated_at",
 )]
 _ONE = select(*_SHOWN).where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.tenant_id == bindparam("tenant_id"))
+# PostgreSQL writes the JSON itself (app.api.jobjson.JOB_JSON_SQL); the page also needs the keyset.
+_BODY = literal_column(JOB_JSON_SQL).label("body")
+_ONE_BODY = select(_BODY).where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.tenant_id == bindparam("tenant_id"))
 
 
-async def get_job_row(db: AsyncDatabase, *, job_id: str, tenant_id: int) -> Row[Any] | None:
-    rows = await db.read(_ONE, {"job_id": job_id, "tenant_id": tenant_id})
-    return rows[0] if rows else None
+async def job_or_404(db: AsyncDatabase, *, job_id: str, tenant_id: int) -> bytes:
+    """JobOut's JSON of this tenant's job; another tenant's job is as absent as one that never was."""
+    if not JOB_ID.fullmatch(job_id):
+        rows: Sequence[Any] = []
+    elif db.is_sqlite:
+        rows = [dumps(job_json(row)) for row in await db.read(_ONE, {"job_id": job_id, "tenant_id": tenant_id})]
+    else:
+        rows = [row.body.encode() for row in await db.read(_ONE_BODY, {"job_id": job_id, "tenant_id": tenant_id})]
+    if not rows:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id[:64]} not found")
+    return rows[0]
 
 
-@lru_cache(maxsize=8)
-def _page_query(by_status: bool, by_method: bool, after: bool) -> Select[Any]:
-    query = select(*_SHOWN).where(_JOBS.c.tenant_id == bindparam("tenant_id"))
+@lru_cache(maxsize=16)
+def _page_query(by_status: bool, by_method: bool, after: bool, as_json: bool) -> Select[Any]:
+    shown = [_BODY, _JOBS.c.created_at, _JOBS.c.id] if as_json else _SHOWN
+    query = select(*shown).where(_JOBS.c.tenant_id == bindparam("tenant_id"))
     if by_status:
         query = query.where(_JOBS.c.status == bindparam("status"))
     if by_method:
@@ -46,11 +66,19 @@ def _page_query(by_status: bool, by_method: bool, after: bool) -> Select[Any]:
     return query.order_by(_JOBS.c.created_at.desc(), _JOBS.c.id.desc()).limit(bindparam("limit", literal_execute=False))
 
 
-async def list_job_rows(
+async def job_page(
     db: AsyncDatabase, *, tenant_id: int, status: str | None, method: str | None, limit: int, after: Cursor | None,
-) -> Sequence[Row[Any]]:
-    """Newest first. Keyset pagination, so rows inserted meanwhile never shift a later page."""
-    params: dict[str, Any] = {"tenant_id": tenant_id, "status": status, "method": method, "limit": limit}
+) -> bytes:
+    """JobPage's JSON, newest first. Keyset pagination, so rows inserted meanwhile never shift a later
+    page; one row more than asked for tells whether a next page exists."""
+    params: dict[str, Any] = {"tenant_id": tenant_id, "status": status, "method": method, "limit": limit + 1}
     if after is not None:
         params.update(after_created=after.created_at, after_id=after.job_id)
-    return await db.read(_page_query(status is not None, method is not None, after is not None), params)
+    query = _page_query(status is not None, method is not None, after is not None, not db.is_sqlite)
+    rows = await db.read(query, params)
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
+    if db.is_sqlite:
+        return dumps({"items": [job_json(row) for row in page], "next_cursor": next_cursor})
+    items = ",".join(row.body for row in page)
+    return f'{{"items":[{items}],"next_cursor":{dumps(next_cursor).decode()}}}'.encode()

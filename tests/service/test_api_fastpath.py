@@ -18,7 +18,7 @@ from app.api.ratelimit import RateLimiter
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.main import create_app
-from app.models import ApiKey
+from app.models import ApiKey, Job
 from app.schemas import JobOut
 from app.security import hash_api_key
 from tests.service.api_env import ApiServer, api, job_body, redis_broker  # noqa: F401  (fixture)
@@ -37,12 +37,17 @@ def test_reads_answer_what_jobout_would(api: ApiServer) -> None:
                             metrics={"ppl_before": 12.5, "ppl_after": 13.0, "params": 656000, "nested": {"a": [1, 2.5]}})
             crud.finish_job(session, job_id=ids[2], status="failed", worker="w", error_code="invalid_input",
                             error_message="no such \"model\"")
+            # A whole second (no fraction in the JSON) and an empty error code (no error object).
+            job = session.get(Job, ids[3])
+            job.started_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+            job.error_code = ""
         with session_scope(api.database_url) as session:
             expected = {i: JobOut.from_row(crud.get_job(session, job_id=i)).model_dump(mode="json") for i in ids}  # type: ignore[arg-type]
         for job_id in ids:
             response = client.get(f"/v1/jobs/{job_id}")
             assert response.headers["content-type"] == "application/json"
             assert response.json() == expected[job_id]
+        assert expected[ids[3]]["started_at"] == "2026-01-02T03:04:05Z" and expected[ids[3]]["error"] is None
         page = client.get("/v1/jobs", params={"limit": 3})
         assert page.json()["items"] == [expected[i] for i in reversed(ids[1:])]
         assert client.get("/v1/jobs", params={"cursor": page.json()["next_cursor"]}).json() == {
