@@ -215,6 +215,9 @@ def _code_version() -> dict[str, object]:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2 = cores)")
+    parser.add_argument("--listen", choices=["reuseport", "shared"], default="reuseport",
+                        help="reuseport (default): one listening socket per API process (bench/reuseport_api.py); "
+                        "shared: uvicorn --workers, whose workers accept unevenly")
     parser.add_argument("--app", default="app.main:create_app",
                         help="ASGI factory to serve (default: app.main:create_app)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
@@ -244,12 +247,13 @@ def main() -> int:
         raise SystemExit("--rate (paced mode) needs --client raw")
     load_before = os.getloadavg()
     print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} "
-          f"({os.cpu_count()} cpus); app {args.app}; uvicorn workers: {args.workers}; client: {args.client}; "
+          f"({os.cpu_count()} cpus); app {args.app}; API processes: {args.workers} ({args.listen}); client: {args.client}; "
           f"rate limit raised to {BENCH_RATE_LIMIT_PER_MINUTE}/min per key", flush=True)
     queue = None
     with ExitStack() as stack:
         service = stack.enter_context(running_service(api_workers=args.workers, seed_jobs=args.seed_jobs,
-                                                      job_spec=TINY_JOB, app_factory=args.app))
+                                                      job_spec=TINY_JOB, app_factory=args.app,
+                                                      listen=args.listen))
         rows = http_phases(service, args)
         if args.queue_jobs > 0:
             queue = queue_latency(stack, service, args.queue_jobs, args.queue_timeout)
@@ -260,7 +264,7 @@ def main() -> int:
         "code": _code_version(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_before": load_before,
                     "load_avg_after": os.getloadavg()},
-        "settings": {"app": args.app, "uvicorn_workers": args.workers, "client": args.client, "rate": args.rate,
+        "settings": {"app": args.app, "uvicorn_workers": args.workers, "listen": args.listen, "client": args.client, "rate": args.rate,
                      "seconds": args.seconds,
                      "warmup": args.warmup, "seed_jobs": args.seed_jobs, "list_limit": args.list_limit,
                      "rate_limit_per_minute": BENCH_RATE_LIMIT_PER_MINUTE},

@@ -57,7 +57,8 @@ class Service:
     def api_pids(self) -> list[int]:
         """The processes serving requests: uvicorn's spawned workers, or the server itself (1 worker)."""
         done = subprocess.run(["pgrep", "-P", str(self.api.pid)], capture_output=True, text=True)
-        workers = [int(p) for p in done.stdout.split() if "spawn_main" in _cmdline(int(p))]
+        # uvicorn --workers spawns `spawn_main` children; bench/reuseport_api.py starts `--one` ones.
+        workers = [int(p) for p in done.stdout.split() if any(m in _cmdline(int(p)) for m in ("spawn_main", "--one"))]
         return workers or [self.api.pid]
 
 
@@ -186,7 +187,8 @@ def _healthy(base_url: str) -> bool:
 
 @contextmanager
 def running_service(*, api_workers: int, seed_jobs: int, job_spec: dict[str, object],
-                    app_factory: str = "app.main:create_app") -> Iterator[Service]:
+                    app_factory: str = "app.main:create_app", listen: str = "reuseport") -> Iterator[Service]:
+    """listen: "reuseport" (a socket per process, bench/reuseport_api.py) or "shared" (uvicorn --workers)."""
     with ExitStack() as own:
         database_url = own.enter_context(throwaway_database())
         broker_url = own.enter_context(redis_db())
@@ -199,10 +201,14 @@ def running_service(*, api_workers: int, seed_jobs: int, job_spec: dict[str, obj
         env = service_env(home, hf_home, database_url, broker_url, port)
         migrate(env)
         key = seed(database_url, seed_jobs, job_spec)
-        command = [sys.executable, "-m", "uvicorn", app_factory, "--factory",
-                   "--host", "127.0.0.1", "--port", str(port), "--workers", str(api_workers),
-                   "--loop", "uvloop", "--http", "httptools", "--backlog", "2048",
-                   "--log-level", "warning", "--no-access-log"]
+        server = [app_factory, "--factory", "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+                  "--no-access-log"]
+        if listen == "reuseport":
+            command = [sys.executable, str(REPO / "bench" / "reuseport_api.py"), app_factory, "--host", "127.0.0.1",
+                       "--port", str(port), "--processes", str(api_workers), "--backlog", "2048"]
+        else:
+            command = [sys.executable, "-m", "uvicorn", *server, "--host", "127.0.0.1", "--port", str(port),
+                       "--workers", str(api_workers), "--backlog", "2048"]
         api = Process("api", command, env, home / "logs")
         own.callback(api.stop)
         base_url = f"http://127.0.0.1:{port}"
