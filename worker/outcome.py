@@ -23,11 +23,14 @@ class Failure:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """torch.OutOfMemoryError (CUDA), MemoryError, or the CPU allocator's RuntimeError."""
+    """torch.OutOfMemoryError (CUDA), MemoryError, or a RuntimeError saying so: the CPU allocator's,
+    or ENOMEM's text from a failed mmap (torch maps a safetensors file privately, which counts as
+    memory: a model larger than the worker's memory cap fails this way)."""
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return True
     text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    return isinstance(exc, RuntimeError) and any(
+        words in text for words in ("out of memory", "can't allocate memory", "cannot allocate memory"))
 
 
 def classify(exc: BaseException) -> Failure:

@@ -30,6 +30,7 @@ from compression.errors import Cancelled
 from compression.specs import JobSpec
 from worker.celery_app import app
 from worker.config import TASK_NAME
+from worker.memorycap import job_memory_cap
 from worker.outcome import MAX_TRANSIENT_RETRIES, RETRY_BACKOFF_SECONDS, Failure, classify
 from worker.progress import JobTracker
 
@@ -85,8 +86,9 @@ def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, An
 
                 run_settings = RunSettings(model_roots=tuple(settings.model_roots), data_dir=settings.data_dir,
                                            data_roots=tuple(settings.data_roots), cache_dir=settings.hf_cache_dir)
-                result = run(JobSpec.model_validate(spec), work / "out", settings=run_settings,
-                             progress=tracker.progress, should_stop=tracker.should_stop)
+                with job_memory_cap(settings.worker_job_memory_mb):
+                    result = run(JobSpec.model_validate(spec), work / "out", settings=run_settings,
+                                 progress=tracker.progress, should_stop=tracker.should_stop)
             except Cancelled:
                 return _stopped(tracker)
             except SoftTimeLimitExceeded:

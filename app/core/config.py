@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     worker_max_memory_per_child: int = Field(
         0, ge=0, description="Resident memory (KiB) above which a pool child is replaced after its current "
         "job; 0 = no limit.")
+    worker_job_memory_mb: int = Field(
+        0, ge=0, description="Memory (MiB) one job may allocate in its worker process on top of what the "
+        "process held when the job started; past it the job fails with out_of_memory instead of the kernel's "
+        "OOM killer ending the worker (worker/memorycap.py). 0 = no cap.")
     public_url: str | None = Field(
         None, description="Base URL in local download links; unset: the URL the request came in on."
     )

@@ -208,6 +208,8 @@ class OutOfMemoryError(RuntimeError):
         (OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "out_of_memory", False),
         (RuntimeError("[enforce fail at alloc_cpu.cpp:116] DefaultCPUAllocator: can't allocate memory"),
          "out_of_memory", False),
+        (RuntimeError("unable to mmap 538090408 bytes from file <model.safetensors>: Cannot allocate memory (12)"),
+         "out_of_memory", False),
         (ModelNotFound("model 'a/b' was not found"), "model_not_found", False),
         (InvalidInput("evaluation.seq_len 9999 exceeds 512"), "invalid_input", False),
         (RatioNotReached("removed 0.1 but the target was 0.2"), "ratio_not_reached", False),
@@ -259,3 +261,20 @@ def test_api_side_modules_never_import_torch() -> None:
             "sys.exit(f'imported {bad}' if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr + done.stdout
+
+
+def test_job_memory_cap_refuses_allocations_past_the_allowance_then_lifts() -> None:
+    import resource
+
+    from worker.memorycap import job_memory_cap
+
+    before = resource.getrlimit(resource.RLIMIT_DATA)
+    with job_memory_cap(64):
+        small = bytearray(16 * 1024 * 1024)  # within the allowance
+        with pytest.raises(MemoryError):
+            bytearray(256 * 1024 * 1024)
+        del small
+    assert resource.getrlimit(resource.RLIMIT_DATA) == before
+    assert len(bytearray(256 * 1024 * 1024)) == 256 * 1024 * 1024  # lifted
+    with job_memory_cap(0):  # 0 = no cap
+        assert resource.getrlimit(resource.RLIMIT_DATA) == before

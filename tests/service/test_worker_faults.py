@@ -6,6 +6,7 @@ things. Timings: heartbeat 1 s, stale after 8 s, sweep every 2 s (tests/service/
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from tests.service.conftest import distributed_env
 from tests.service.support.client import FAST_JOB, ApiClient
 from tests.service.support.infra import RedisServer, S3Server, fresh_postgres_database
 from tests.service.support.stack import Stack, new_port, running_stack
+from tests.support.smollm2 import smollm2_dir
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +43,7 @@ def faulty(tmp_path_factory: pytest.TempPathFactory, hf_home: Path, s3_server: S
     port = new_port()
     with fresh_postgres_database() as database_url:
         env = distributed_env(home, hf_home, port, database_url, redis_server.url, s3_server)
+        env["SPECTRA_MODEL_ROOTS"] = str(smollm2_dir().parent)  # the out-of-memory test's model
         with running_stack(env, port, home / "logs", embedded=False, workers=0) as stack:
             yield stack
 
@@ -119,3 +122,25 @@ def test_store_failing_at_upload_retries_then_fails_cleanly(faulty: Stack, s3_se
     assert final["error"]["code"] == "upload_failed" and "NoSuchBucket" in final["error"]["message"]
     assert final["attempts"] == 3  # the first try and two bounded retries
     assert _keys(s3_server, job["id"]) == []
+
+
+def test_job_out_of_memory_fails_once_and_is_not_retried(faulty: Stack, s3_server: S3Server) -> None:
+    """A real allocation failure: the worker caps a job's memory (SPECTRA_WORKER_JOB_MEMORY_MB=200)
+    below what SmolLM2-135M's 538 MB of float32 weights need. The job fails `out_of_memory` on its
+    first attempt, stays failed through several sweeps (no re-delivery), uploads nothing, and the
+    worker serves on."""
+    worker = faulty.only_worker("cramped", SPECTRA_WORKER_JOB_MEMORY_MB="200")
+    alice = faulty.client("alice")
+    too_big = {**FAST_JOB, "model": str(smollm2_dir())}
+    job = alice.submit_ok(too_big)
+    final = alice.wait_terminal(job["id"], timeout=120)
+    assert final["status"] == "failed", f"{final}\n{faulty.logs()}"
+    assert final["error"]["code"] == "out_of_memory", final["error"]
+    assert "ran out of memory" in final["error"]["message"] and "smaller model" in final["error"]["message"]
+    time.sleep(6)  # three sweeps (every 2 s): a failed job is never sent again
+    again = alice.job(job["id"])
+    assert (again["status"], again["attempts"]) == ("failed", 1), again
+    assert alice.artifacts(job["id"]) == [] and _keys(s3_server, job["id"]) == []
+    assert worker.alive()
+    small = alice.submit_ok(FAST_JOB)  # TinyStories fits in 200 MB: the same worker completes it
+    assert alice.wait_terminal(small["id"], timeout=120)["status"] == "succeeded"
