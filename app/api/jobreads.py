@@ -15,8 +15,9 @@ from functools import lru_cache
 from typing import Any
 
 from fastapi import HTTPException, status
-from sqlalchemy import Select, and_, bindparam, literal_column, or_, select
+from sqlalchemy import ARRAY, Select, String, and_, any_, bindparam, literal_column, or_, select
 
+from app.api.jobcache import RenderedJobs
 from app.api.jobjson import JOB_JSON_SQL, dumps, job_json
 from app.api.validation import encode_cursor
 from app.core.adb import AsyncDatabase
@@ -52,9 +53,16 @@ async def job_or_404(db: AsyncDatabase, *, job_id: str, tenant_id: int) -> bytes
     return rows[0]
 
 
+# A page on PostgreSQL: ids and row versions first (app.api.jobcache), then the JSON of those not cached.
+_VERSION = literal_column("xmin::text").label("version")
+_BODIES = select(_JOBS.c.id, _VERSION, _BODY).where(
+    _JOBS.c.tenant_id == bindparam("tenant_id"), _JOBS.c.id == any_(bindparam("ids", type_=ARRAY(String))))
+RENDERED = RenderedJobs()  # per process; shared by the apps of a process (job ids are unique uuid4s)
+
+
 @lru_cache(maxsize=16)
-def _page_query(by_status: bool, by_method: bool, after: bool, as_json: bool) -> Select[Any]:
-    shown = [_BODY, _JOBS.c.created_at, _JOBS.c.id] if as_json else _SHOWN
+def _page_query(by_status: bool, by_method: bool, after: bool, versions: bool) -> Select[Any]:
+    shown = [_JOBS.c.id, _VERSION, _JOBS.c.created_at] if versions else _SHOWN
     query = select(*shown).where(_JOBS.c.tenant_id == bindparam("tenant_id"))
     if by_status:
         query = query.where(_JOBS.c.status == bindparam("status"))
@@ -80,5 +88,18 @@ async def job_page(
     next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
     if db.is_sqlite:
         return dumps({"items": [job_json(row) for row in page], "next_cursor": next_cursor})
-    items = ",".join(row.body for row in page)
-    return f'{{"items":[{items}],"next_cursor":{dumps(next_cursor).decode()}}}'.encode()
+    items = await _rendered(db, tenant_id, page)
+    return f'{{"items":[{",".join(items)}],"next_cursor":{dumps(next_cursor).decode()}}}'.encode()
+
+
+async def _rendered(db: AsyncDatabase, tenant_id: int, page: Sequence[Any]) -> list[str]:
+    """The JSON texts of a page's jobs, in its order: cached where the version matches, else rendered.
+    A job rendered here may be newer than the version the page read (updated in between): it is
+    shown as it is now, and cached under its own version. One deleted in between is left out."""
+    texts = {row.id: RENDERED.get(row.id, row.version) for row in page}
+    stale = [job_id for job_id, text in texts.items() if text is None]
+    if stale:
+        for row in await db.read(_BODIES, {"tenant_id": tenant_id, "ids": stale}):
+            RENDERED.put(row.id, row.version, row.body)
+            texts[row.id] = row.body
+    return [text for text in texts.values() if text is not None]

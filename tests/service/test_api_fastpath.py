@@ -93,3 +93,24 @@ def test_json_columns_and_bodies_keep_big_integers() -> None:
     assert _json_loads(json.dumps(big)) == big and _json_loads(json.dumps(big).encode()) == big
     assert isinstance(_json_loads(b'{"n": 123456789012345678901234567890}')["n"], int)
     assert json.loads(dumps(big)) == big
+
+
+def test_list_pages_show_every_update_whoever_wrote_it(api: ApiServer) -> None:
+    """On PostgreSQL the API keeps each job's rendered JSON by row version (app.api.jobcache): an update
+    made outside the app's code (raw SQL, updated_at untouched) must still show on the next page."""
+    from sqlalchemy import text
+
+    key = api.new_key("pages")
+    with api.client(key) as client:
+        ids = [client.post("/v1/jobs", json=job_body(target_ratio=r)).json()["id"] for r in (0.2, 0.3, 0.4)]
+        first = client.get("/v1/jobs").json()["items"]
+        assert [item["id"] for item in first] == ids[::-1]
+        for round_ in range(3):  # the same job changed again and again: each version shows
+            with session_scope(api.database_url) as session:
+                session.execute(text("UPDATE jobs SET progress_message = :m, progress_fraction = :f WHERE id = :id"),
+                                {"m": f"step {round_}", "f": round_ / 4, "id": ids[1]})
+            items = client.get("/v1/jobs").json()["items"]
+            changed = next(item for item in items if item["id"] == ids[1])
+            assert changed["progress"] == {"stage": None, "fraction": round_ / 4, "message": f"step {round_}"}
+            assert changed == client.get(f"/v1/jobs/{ids[1]}").json()
+            assert [i for i in items if i["id"] != ids[1]] == [i for i in first if i["id"] != ids[1]]

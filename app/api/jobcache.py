@@ -1,0 +1,33 @@
+"""Each job's JobOut JSON as PostgreSQL last rendered it, kept per API process and keyed by the row's
+version, so a page of jobs costs the database an index scan instead of 50 renderings.
+
+The version is PostgreSQL's `xmin`: the id of the transaction that wrote the row's current tuple.
+Every UPDATE writes a new tuple with a new xmin, whichever code path (ORM, Core, a migration, psql)
+made it, so a cached text whose version still matches is exactly what rendering the row now would
+give; nothing has to remember to invalidate anything. A page (app.api.jobreads.job_page) reads ids
+and versions, renders only the jobs that are new or changed since this process last saw them, and
+joins the texts. Finished jobs, most of any long list, never change again.
+"""
+
+from __future__ import annotations
+
+# About 1 kB per job: 20000 entries is ~20 MB per API process.
+MAX_ENTRIES = 20_000
+
+
+class RenderedJobs:
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._texts: dict[str, tuple[str, str]] = {}  # job id -> (xmin, JSON text)
+
+    def get(self, job_id: str, version: str) -> str | None:
+        entry = self._texts.get(job_id)
+        return entry[1] if entry is not None and entry[0] == version else None
+
+    def put(self, job_id: str, version: str, text: str) -> None:
+        if len(self._texts) >= self.max_entries and job_id not in self._texts:
+            self._texts.clear()  # rare; the next pages render again
+        self._texts[job_id] = (version, text)
+
+    def __len__(self) -> int:
+        return len(self._texts)
