@@ -114,3 +114,23 @@ def test_list_pages_show_every_update_whoever_wrote_it(api: ApiServer) -> None:
             assert changed["progress"] == {"stage": None, "fraction": round_ / 4, "message": f"step {round_}"}
             assert changed == client.get(f"/v1/jobs/{ids[1]}").json()
             assert [i for i in items if i["id"] != ids[1]] == [i for i in first if i["id"] != ids[1]]
+
+
+def test_redis_counter_matches_pipelined_replies_to_their_commands() -> None:
+    """Commands of one event-loop turn leave in one write (app.api.rediscount): 200 concurrent INCRs on
+    10 keys must each get their own key's count, and the counts of a key must be exactly 1..20."""
+    from app.api.rediscount import RedisCounter
+
+    async def run(counter: RedisCounter, prefix: str) -> dict[str, list[int]]:
+        keys = [f"{prefix}:{i % 10}" for i in range(200)]
+        counts = await asyncio.gather(*[counter.incr(key) for key in keys])
+        by_key: dict[str, list[int]] = {}
+        for key, count in zip(keys, counts):
+            by_key.setdefault(key, []).append(count)
+        await asyncio.gather(*[counter.expire(key, 60) for key in by_key])
+        counter.close()
+        return by_key
+
+    with redis_broker() as broker:
+        by_key = asyncio.run(run(RedisCounter(broker), "test-pipe-" + secrets.token_hex(4)))
+    assert len(by_key) == 10 and all(sorted(counts) == list(range(1, 21)) for counts in by_key.values())
