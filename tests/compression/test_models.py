@@ -103,3 +103,25 @@ def test_hub_id_resolves_offline_through_the_real_cache(tmp_path: Path, tinystor
     assert torch.allclose(torch.tensor(out["logits"]), expected)
     assert "revision 'no-such-branch'" in out[TINYSTORIES_ID + "no-such-branch"]
     assert "raincandy-u/NoSuchModel" in out["raincandy-u/NoSuchModelNone"]
+
+
+def test_preload_leaves_nothing_of_transformers_for_the_first_load(tinystories_dir: Path) -> None:
+    """A worker preloads before forking each job's child; whatever a first model load still imports
+    would be paid again by every child (it was ~6 s of lazy imports)."""
+    script = (
+        "import sys\n"
+        "from compression.models import load_model, preload_transformers\n"
+        "preload_transformers()\n"
+        "before = set(sys.modules)\n"
+        f"load_model({str(tinystories_dir)!r}, model_roots=[{str(tinystories_dir.parent)!r}], device='cpu')\n"
+        "new = set(sys.modules) - before\n"
+        # Left: AutoTokenizer's lookup of the tokenizer class by name, which imports model packages'
+        # __init__ and tokenization modules (milliseconds). Anything else is a miss.
+        "cheap = {m for m in new if m.count('.') == 2 and m.startswith('transformers.models.') or '.tokenization_' in m}\n"
+        "new = sorted(m for m in new - cheap if m.startswith(('transformers', 'torch')))\n"
+        "print(new)\n"
+        "sys.exit(1 if new else 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, f"imported by the first load after preload: {done.stdout[-2000:]}{done.stderr[-2000:]}"
