@@ -91,6 +91,7 @@ def celery_config(settings: BrokerSettings) -> dict[str, Any]:
         # 0 in our settings means "no limit", which Celery spells None.
         "worker_max_tasks_per_child": settings.worker_max_tasks_per_child or None,
         "worker_max_memory_per_child": settings.worker_max_memory_per_child or None,
+        "worker_pool": "worker.respawning_pool:PromptRespawnTaskPool",  # prefork, replacing children promptly
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "task_routes": {TASK_NAME: {"queue": QUEUE}},
         "task_default_queue": QUEUE,

@@ -76,6 +76,8 @@ def test_each_job_runs_in_a_fresh_pool_child(distributed: Stack) -> None:
     assert all(child.startswith(f"{worker.name}@") for child in children), children  # one Celery node
     assert children[0] != children[1], children  # two pool children
     assert worker.alive()
+    # Celery's banner names the pool class's module: the prefork pool that replaces children promptly.
+    assert "concurrency: 1 (respawning_pool)" in worker.log_text()
 
 
 def test_a_forked_child_opens_its_own_connections(quiet_database: str) -> None:
