@@ -131,3 +131,43 @@ class InflightLimit:
             self._semaphore = asyncio.Semaphore(self.limit)
         async with self._semaphore:
             await self.app(scope, receive, send)
+
+
+class ConnectionRecycle:
+    """Close a keep-alive connection after `max_requests` answers (`Connection: close`), as nginx's
+    keepalive_requests (100 until 1.19.10) and gRPC's max connection age do.
+
+    Several API processes share a port, and a client's connection stays with the process that
+    accepted it for as long as it lives. Which process that is, is chance (SO_REUSEPORT hashes the
+    addresses; a shared socket goes to whoever polls first), so long-lived connections can pile onto
+    one process: 44 of 64 were measured on one of two, whose clients then waited twice as long for
+    the whole run (bench/README.md). A client that reconnects is placed again, so no placement lasts.
+    Connections are told apart by the peer's address and port (behind a proxy: the proxy's
+    connections, which is as good).
+    """
+
+    def __init__(self, app: ASGIApp, max_requests: int) -> None:
+        self.app = app
+        self.max_requests = max_requests
+        self._served: dict[Any, int] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.max_requests <= 0:
+            await self.app(scope, receive, send)
+            return
+        peer = scope.get("client")
+        served = self._served.get(peer, 0) + 1
+        if served < self.max_requests:
+            if len(self._served) >= 100_000 and peer not in self._served:
+                self._served.clear()  # peers that left before their last request: forget them all
+            self._served[peer] = served
+            await self.app(scope, receive, send)
+            return
+        self._served.pop(peer, None)
+
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, closing_send)
