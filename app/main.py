@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.logredact import install_access_log_redaction
 from app.api.fastreads import FastReads
-from app.api.middleware import BodySizeLimit, ConnectionRecycle, HttpMetrics, InflightLimit
+from app.api.middleware import BodySizeLimit, HttpMetrics, InflightLimit
 from app.api.auth import KeyCache
 from app.api.ratelimit import RateLimiter
 from app.api.routes import downloads, health, jobs, methods
@@ -176,7 +176,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # stays below the sync pool's size for the routes that still use it (see app.core.db).
     app.add_middleware(InflightLimit, limit=API_POOL_SIZE)
     app.add_middleware(HttpMetrics, metrics=app.state.metrics)
-    app.add_middleware(ConnectionRecycle, max_requests=settings.max_requests_per_connection)
     return app
 
 

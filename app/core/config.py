@@ -76,10 +76,6 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(
         5, ge=0, description="How long each API process trusts a checked API key; a revoked key works "
         "that long at most. 0 = check every request.")
-    max_requests_per_connection: int = Field(
-        100, ge=0, description="Answers on one keep-alive connection before the API closes it, so that "
-        "long-lived clients are spread over the API processes again (app.api.middleware.ConnectionRecycle); "
-        "0 = never.")
     rate_limit_per_minute: int = Field(0, ge=0, description="Requests per minute per API key; 0 = unlimited.")
     max_active_jobs_per_tenant: int = Field(0, ge=0, description="Queued + running jobs a tenant may have; 0 = unlimited.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

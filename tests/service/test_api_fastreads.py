@@ -114,14 +114,3 @@ def test_startup_objects_are_out_of_the_collectors_reach_while_serving(tmp_path:
         assert gc.get_threshold()[0] == 20_000
     assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
 
-
-def test_keep_alive_connections_are_closed_after_max_requests(tmp_path: Path) -> None:
-    """Every Nth answer on a connection says `Connection: close` (SPECTRA_MAX_REQUESTS_PER_CONNECTION),
-    so long-lived clients get placed on an API process again; the count then starts over."""
-    settings = Settings(home=tmp_path, signing_secret="s", max_requests_per_connection=3)  # type: ignore[arg-type]
-    with TestClient(create_app(settings)) as client:  # one peer address: one "connection"
-        closes = [client.get("/healthz").headers.get("connection") for _ in range(7)]
-    assert closes == [None, None, "close", None, None, "close", None]
-    with TestClient(create_app(Settings(home=tmp_path / "never", signing_secret="s",  # type: ignore[arg-type]
-                                        max_requests_per_connection=0))) as client:
-        assert all(client.get("/healthz").headers.get("connection") is None for _ in range(5))
