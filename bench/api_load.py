@@ -218,6 +218,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--listen", choices=["reuseport", "shared"], default="reuseport",
                         help="reuseport (default): one listening socket per API process (bench/reuseport_api.py); "
                         "shared: uvicorn --workers, whose workers accept unevenly")
+    parser.add_argument("--set", nargs="+", default=[], metavar="NAME=VALUE",
+                        help="service settings to override, e.g. SPECTRA_AUTH_CACHE_SECONDS=0")
     parser.add_argument("--app", default="app.main:create_app",
                         help="ASGI factory to serve (default: app.main:create_app)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
@@ -253,7 +255,7 @@ def main() -> int:
     with ExitStack() as stack:
         service = stack.enter_context(running_service(api_workers=args.workers, seed_jobs=args.seed_jobs,
                                                       job_spec=TINY_JOB, app_factory=args.app,
-                                                      listen=args.listen))
+                                                      listen=args.listen, settings=dict(kv.split("=", 1) for kv in args.set)))
         rows = http_phases(service, args)
         if args.queue_jobs > 0:
             queue = queue_latency(stack, service, args.queue_jobs, args.queue_timeout)
@@ -264,7 +266,7 @@ def main() -> int:
         "code": _code_version(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_before": load_before,
                     "load_avg_after": os.getloadavg()},
-        "settings": {"app": args.app, "uvicorn_workers": args.workers, "listen": args.listen, "client": args.client, "rate": args.rate,
+        "settings": {"app": args.app, "uvicorn_workers": args.workers, "listen": args.listen, "overrides": args.set, "client": args.client, "rate": args.rate,
                      "seconds": args.seconds,
                      "warmup": args.warmup, "seed_jobs": args.seed_jobs, "list_limit": args.list_limit,
                      "rate_limit_per_minute": BENCH_RATE_LIMIT_PER_MINUTE},

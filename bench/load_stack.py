@@ -106,9 +106,15 @@ def clear_broker_keys(client: redis.Redis, patterns: tuple[str, ...] = BROKER_KE
             client.delete(*keys)
 
 
+def _unused(client: redis.Redis) -> bool:
+    """No keys but kombu's queue bindings, which Celery leaves behind in every db it has used (the
+    service tests' brokers do) and which name only the gpu queue this bench uses too."""
+    return all(key.startswith(b"_kombu.binding") for key in client.scan_iter(count=100))
+
+
 @contextmanager
 def redis_db() -> Iterator[str]:
-    """An empty Redis db: SPECTRA_BENCH_REDIS_URL if set, else the highest empty one of 1-15. The service
+    """An unused Redis db: SPECTRA_BENCH_REDIS_URL if set, else the highest unused one of 1-15. The service
     tests pick random dbs too, so the bench never flushes a db: it removes only the Celery keys."""
     explicit = os.environ.get("SPECTRA_BENCH_REDIS_URL")
     candidates = [explicit] if explicit else [f"{REDIS_BASE}/{n}" for n in range(15, 0, -1)]
@@ -116,14 +122,14 @@ def redis_db() -> Iterator[str]:
     for url in candidates:
         client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         try:
-            if client.dbsize() == 0:
+            if _unused(client):
                 chosen = client, url
                 break
         except redis.ConnectionError as exc:
             raise RuntimeError(f"Redis is not reachable at {url} (set SPECTRA_BENCH_REDIS_URL): {exc}") from exc
         client.close()
     if chosen is None:
-        raise RuntimeError(f"no empty Redis db among {', '.join(candidates)}; set SPECTRA_BENCH_REDIS_URL to one")
+        raise RuntimeError(f"no unused Redis db among {', '.join(candidates)}; set SPECTRA_BENCH_REDIS_URL to one")
     client, url = chosen
     try:
         yield url
@@ -187,8 +193,10 @@ def _healthy(base_url: str) -> bool:
 
 @contextmanager
 def running_service(*, api_workers: int, seed_jobs: int, job_spec: dict[str, object],
-                    app_factory: str = "app.main:create_app", listen: str = "reuseport") -> Iterator[Service]:
-    """listen: "reuseport" (a socket per process, bench/reuseport_api.py) or "shared" (uvicorn --workers)."""
+                    app_factory: str = "app.main:create_app", listen: str = "reuseport",
+                    settings: dict[str, str] | None = None) -> Iterator[Service]:
+    """listen: "reuseport" (a socket per process, bench/reuseport_api.py) or "shared" (uvicorn --workers);
+    settings: SPECTRA_* overrides for the service, e.g. {"SPECTRA_AUTH_CACHE_SECONDS": "0"}."""
     with ExitStack() as own:
         database_url = own.enter_context(throwaway_database())
         broker_url = own.enter_context(redis_db())
@@ -199,6 +207,7 @@ def running_service(*, api_workers: int, seed_jobs: int, job_spec: dict[str, obj
         seed_hf_cache(hf_home)
         port = free_port()
         env = service_env(home, hf_home, database_url, broker_url, port)
+        env.update(settings or {})
         migrate(env)
         key = seed(database_url, seed_jobs, job_spec)
         server = [app_factory, "--factory", "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
