@@ -131,4 +131,3 @@ class InflightLimit:
             self._semaphore = asyncio.Semaphore(self.limit)
         async with self._semaphore:
             await self.app(scope, receive, send)
-
