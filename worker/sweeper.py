@@ -14,6 +14,7 @@ because every change is a conditional UPDATE.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -98,8 +99,27 @@ def waiting_messages(settings: Settings) -> str | None:
     return None
 
 
+# Held for each whole sweep, and taken by os.fork() in this process before it forks. A Celery worker
+# forks a fresh pool child for each job (SPECTRA_WORKER_MAX_TASKS_PER_CHILD=1) while its sweeper thread
+# runs; a fork in the middle of a sweep copied the locks that thread held (an import of psycopg, a
+# logging or connection-pool lock) into the child as held forever, and the child hung on its first
+# database access with the job never started (seen in CI: `_ModuleLock.acquire` in
+# PGDialect_psycopg.import_dbapi). Between sweeps the thread only waits on an Event and holds nothing.
+_NO_FORK_DURING_SWEEP = threading.Lock()
+
+
+def _fresh_guard_in_child() -> None:
+    global _NO_FORK_DURING_SWEEP
+    _NO_FORK_DURING_SWEEP = threading.Lock()  # the parent's copy is held by this fork
+
+
+os.register_at_fork(before=lambda: _NO_FORK_DURING_SWEEP.acquire(),
+                    after_in_parent=lambda: _NO_FORK_DURING_SWEEP.release(),
+                    after_in_child=_fresh_guard_in_child)
+
+
 class Sweeper:
-    """A daemon thread calling sweep_once every `interval` seconds until stop()."""
+    """A daemon thread calling sweep_once every `interval` seconds until stop(); never during a fork."""
 
     def __init__(self, settings: Settings, send: Send, interval: float) -> None:
         self._settings = settings
@@ -122,7 +142,8 @@ class Sweeper:
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
-            try:
-                sweep_once(self._settings, self._send)
-            except Exception:  # database unreachable: try again next period
-                log.warning("sweep failed", exc_info=True)
+            with _NO_FORK_DURING_SWEEP:
+                try:
+                    sweep_once(self._settings, self._send)
+                except Exception:  # database unreachable: try again next period
+                    log.warning("sweep failed", exc_info=True)

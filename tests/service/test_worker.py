@@ -280,3 +280,33 @@ def test_job_memory_cap_refuses_allocations_past_the_allowance_then_lifts() -> N
     assert len(bytearray(256 * 1024 * 1024)) == 256 * 1024 * 1024  # lifted
     with job_memory_cap(0):  # 0 = no cap
         assert resource.getrlimit(resource.RLIMIT_DATA) == before
+
+
+def test_a_fork_waits_for_the_sweep_in_progress() -> None:
+    """A worker forks a pool child per job while its sweeper thread runs; a fork in mid-sweep left the
+    child holding copies of the thread's locks (it hung on its first import of psycopg). The fork must
+    wait until the sweep is over: the child sees the sweep finished."""
+    import threading
+    import time
+
+    from worker import sweeper
+
+    sweeping, state = threading.Event(), {"done": False}
+
+    def sweep() -> None:
+        with sweeper._NO_FORK_DURING_SWEEP:
+            sweeping.set()
+            time.sleep(0.5)  # a sweep in progress
+            state["done"] = True
+
+    thread = threading.Thread(target=sweep)
+    thread.start()
+    sweeping.wait(5)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if state["done"] else 1)
+    _, status = os.waitpid(pid, 0)
+    thread.join()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "the fork happened in the middle of a sweep"
+    assert sweeper._NO_FORK_DURING_SWEEP.acquire(blocking=False)  # released again in the parent
+    sweeper._NO_FORK_DURING_SWEEP.release()
