@@ -64,7 +64,8 @@ def _list_arguments(query_string: bytes) -> dict[str, Any]:
             limit = int(value)
         elif name == "cursor":
             after = _cursor(value)
-        # FastAPI ignores parameters it does not know; so does this.
+        else:  # FastAPI would ignore it, but the route may have gained a parameter this does not know
+            raise _PassOn
     return {"status": status, "method": method, "limit": limit, "after": after}
 
 
