@@ -40,16 +40,25 @@ _BODY = literal_column(JOB_JSON_SQL).label("body")
 _ONE_BODY = select(_BODY).where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.tenant_id == bindparam("tenant_id"))
 
 
+def plausible_id(job_id: str) -> bool:
+    return JOB_ID.fullmatch(job_id) is not None
+
+
+def not_found(job_id: str) -> HTTPException:
+    """The 404 of every /v1/jobs/{id} route; the id is cut to 64 characters (it may be 10 kB)."""
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id[:64]} not found")
+
+
 async def job_or_404(db: AsyncDatabase, *, job_id: str, tenant_id: int) -> bytes:
     """JobOut's JSON of this tenant's job; another tenant's job is as absent as one that never was."""
-    if not JOB_ID.fullmatch(job_id):
+    if not plausible_id(job_id):
         rows: Sequence[Any] = []
     elif db.is_sqlite:
         rows = [dumps(job_json(row)) for row in await db.read(_ONE, {"job_id": job_id, "tenant_id": tenant_id})]
     else:
         rows = [row.body.encode() for row in await db.read(_ONE_BODY, {"job_id": job_id, "tenant_id": tenant_id})]
     if not rows:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id[:64]} not found")
+        raise not_found(job_id)
     return rows[0]
 
 

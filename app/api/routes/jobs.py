@@ -29,14 +29,6 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTH_RESPONSES)
 NOT_FOUND = {404: {"model": ErrorOut, "description": "No such job for this tenant"}}
 
 
-def _plausible_id(job_id: str) -> bool:
-    return jobreads.JOB_ID.fullmatch(job_id) is not None
-
-
-def _not_found(job_id: str) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} not found")
-
-
 def _request_hash(dumped: dict[str, Any]) -> str:
     canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -146,15 +138,15 @@ async def get_job(job_id: str, tenant: TenantDep, db: DbDep) -> JsonBytes:
     "between layers (poll until status is cancelled). A finished job answers 409.",
 )
 def cancel_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JobOut:
-    if not _plausible_id(job_id):
-        raise _not_found(job_id[:64])
+    if not jobreads.plausible_id(job_id):
+        raise jobreads.not_found(job_id)
     try:
         job = crud.request_cancel(session, job_id=job_id, tenant_id=tenant.id)
     except crud.JobStateConflict as exc:
         session.rollback()
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     if job is None:
-        raise _not_found(job_id)
+        raise jobreads.not_found(job_id)
     session.commit()
     return JobOut.from_row(job)
 
@@ -167,9 +159,9 @@ def list_events(
     after: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="Only events with id > after")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> list[EventOut]:
-    job = crud.get_job(session, job_id=job_id, tenant_id=tenant.id) if _plausible_id(job_id) else None
+    job = crud.get_job(session, job_id=job_id, tenant_id=tenant.id) if jobreads.plausible_id(job_id) else None
     if job is None:
-        raise _not_found(job_id[:64])
+        raise jobreads.not_found(job_id)
     return [EventOut.from_row(e) for e in crud.list_events(session, job_id=job.id, after_id=after, limit=limit)]
 
 
@@ -181,9 +173,9 @@ def list_events(
 )
 def list_artifacts(job_id: str, request: Request, tenant: TenantDep, session: SessionDep, settings: SettingsDep,
                    store: StoreDep) -> list[ArtifactOut]:
-    job = crud.get_job(session, job_id=job_id, tenant_id=tenant.id) if _plausible_id(job_id) else None
+    job = crud.get_job(session, job_id=job_id, tenant_id=tenant.id) if jobreads.plausible_id(job_id) else None
     if job is None:
-        raise _not_found(job_id[:64])
+        raise jobreads.not_found(job_id)
     ttl = settings.link_ttl_seconds
     base = str(request.base_url).rstrip("/")
 
