@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from app.core.pgreads import libpq_dsn  # noqa: E402
 from tests.service.support.processes import Process, free_port, start_worker, wait_until  # noqa: E402
 
 POSTGRES_URL = os.environ.get("SPECTRA_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -52,7 +53,7 @@ class Service:
 
     @property
     def admin_dsn(self) -> str:
-        return _libpq(POSTGRES_URL)
+        return libpq_dsn(POSTGRES_URL)
 
     def api_pids(self) -> list[int]:
         """The processes serving requests: uvicorn's spawned workers, or the server itself (1 worker)."""
@@ -69,14 +70,10 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @contextmanager
 def throwaway_database() -> Iterator[str]:
     name = f"spectra_bench_{secrets.token_hex(5)}"
-    admin = _libpq(POSTGRES_URL)
+    admin = libpq_dsn(POSTGRES_URL)
     try:
         with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')

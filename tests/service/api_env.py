@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from app import crud
 from app.core.db import dispose_engines, session_scope
 from app.core.migrations import upgrade_head
+from app.core.pgreads import libpq_dsn
 from tests.service.support.processes import free_port, start_api
 
 POSTGRES_URL = os.environ.get("SPECTRA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -34,7 +35,7 @@ MAX_BODY = 64 * 1024
 def throwaway_postgres() -> Iterator[str]:
     """CREATE DATABASE spectra_api_<random> (empty, not migrated); DROP it afterwards."""
     name = f"spectra_api_{secrets.token_hex(5)}"
-    admin = make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+    admin = libpq_dsn(POSTGRES_URL)
     try:
         with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
