@@ -8,19 +8,17 @@ allocator raises, Python raises MemoryError), worker.outcome classifies that as 
 the job fails on its first attempt with a message saying what to change. GPU memory is not covered:
 CUDA already raises torch.OutOfMemoryError.
 
-RLIMIT_DATA counts the heap and private writable mappings (every large tensor), not file-backed
-read-only ones such as a memory-mapped safetensors file; since Linux 4.7. The cap is relative: what the
-child already holds when the job starts (torch imported) plus the job's allowance.
+RLIMIT_DATA counts the heap and private writable mappings (since Linux 4.7): every large tensor, and
+also a safetensors file, which torch maps privately (a model over the cap fails right at that mmap, with
+ENOMEM's "Cannot allocate memory"). The cap is relative: what the child already holds when the job
+starts (torch imported) plus the job's allowance.
 """
 
 from __future__ import annotations
 
-import logging
 import resource
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-log = logging.getLogger(__name__)
 
 
 def data_segment_bytes() -> int:

@@ -28,6 +28,3 @@ class RenderedJobs:
         if len(self._texts) >= self.max_entries and job_id not in self._texts:
             self._texts.clear()  # rare; the next pages render again
         self._texts[job_id] = (version, text)
-
-    def __len__(self) -> int:
-        return len(self._texts)

@@ -58,8 +58,9 @@ class Settings(BaseSettings):
     job_time_limit_seconds: int = Field(6 * 3600, ge=1)
     # A job loads a whole model into one pool child; torch's caching allocators and a heap fragmented
     # by gigabytes of tensors are not given back when the job ends, so a long-lived child grows until
-    # it is OOM-killed mid-job. A fresh child per job costs a fork and the torch import (a few
-    # seconds), nothing next to a job's minutes, and every job starts from the same clean process.
+    # it is OOM-killed mid-job. A fresh child per job costs a fork of a parent that has already
+    # imported the library (worker.celery_app; 0.5-1 s), nothing next to a job's minutes, and every
+    # job starts from the same clean process.
     worker_max_tasks_per_child: int = Field(
         1, ge=0, description="Jobs a worker's pool child runs before it is replaced; 0 = never replaced.")
     worker_max_memory_per_child: int = Field(
