@@ -20,10 +20,11 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from app.api.logredact import install_access_log_redaction
 from app.api.fastreads import FastReads
-from app.api.middleware import BodySizeLimit, HttpMetrics, InflightLimit
+from app.api.middleware import BodySizeLimit, HttpMetrics, InflightLimit, RequestMetrics, RequestSlots
 from app.api.auth import KeyCache
 from app.api.ratelimit import RateLimiter
 from app.api.routes import downloads, health, jobs, methods
@@ -123,7 +124,7 @@ def _operation_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}" if route.tags else route.name
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> SpectraAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -146,7 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.rate_limiter.close()
 
     install_access_log_redaction()
-    app = FastAPI(title="Spectra", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+    app = SpectraAPI(title="Spectra", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                   generate_unique_id_function=_operation_id)
     app.state.settings = settings
     app.state.store = _lazy_store(settings)
@@ -166,17 +167,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StorageError, _storage_unavailable)
     app.add_exception_handler(Exception, _unexpected)
 
-    # Innermost: the hot reads skip FastAPI's routing but not the limits, CORS or metrics around it.
-    app.add_middleware(FastReads, api=app)
+    slots, recorder = RequestSlots(API_POOL_SIZE), RequestMetrics(app.state.metrics)
+    app.fast_reads = FastReads(app, slots=slots, recorder=recorder)
     if settings.cors_origins:  # closed unless origins are configured
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "Content-Type", "Idempotency-Key"])
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     # As many requests at once as the async pool has connections (none waits on the pool), which also
     # stays below the sync pool's size for the routes that still use it (see app.core.db).
-    app.add_middleware(InflightLimit, limit=API_POOL_SIZE)
-    app.add_middleware(HttpMetrics, metrics=app.state.metrics)
+    app.add_middleware(InflightLimit, slots=slots)
+    app.add_middleware(HttpMetrics, recorder=recorder)
     return app
+
+
+class SpectraAPI(FastAPI):
+    """FastAPI, with the two polled reads answered before its middleware stack (app.api.fastreads)."""
+
+    fast_reads: FastReads | None = None  # None: every request goes through the stack (tests compare)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_reads is None or not await self.fast_reads.answer(scope, receive, send):
+            await super().__call__(scope, receive, send)
 
 
 def _freeze_startup_objects() -> None:

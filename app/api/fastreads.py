@@ -1,10 +1,18 @@
 """The two reads clients poll (`GET /v1/jobs/{id}`, `GET /v1/jobs`) served straight from ASGI.
 
 FastAPI's routing, request objects and dependency solving were a third of a GET's CPU under load
-(bench/README.md); at 64 connections on two cores that CPU is the latency. This middleware answers
-those two reads with the very functions their FastAPI routes use (app.api.deps.tenant_for_key,
+(bench/README.md); at 64 connections on two cores that CPU is the latency. These two reads are
+answered with the very functions their FastAPI routes use (app.api.deps.tenant_for_key,
 app.api.jobreads, app.api.jobjson), so both give the same bytes, and every error goes through the
 application's own exception handlers, so error bodies are the same too.
+
+It runs before FastAPI's middleware stack (app.main.SpectraAPI calls it first): the stack's layers
+(Starlette's error and exception layers, FastAPI's telemetry and body limit, ours) and their wrapped
+`send`s were another fifth of the app's CPU for a GET with no body (bench/asgi_cpu.py, GET by id:
+0.31 -> 0.25 ms). What the stack does for such a
+request is done here with the same objects: an in-flight slot (app.api.middleware.RequestSlots) and
+the request metrics under the route's template (RequestMetrics). A GET that some layer would act
+on (one with a body, or a browser's Origin for CORS) goes through the stack.
 
 It only takes requests it can answer exactly like the routes: anything unusual (an id that cannot
 exist, an unknown or repeated query parameter, a value FastAPI would have to coerce or refuse) is
@@ -15,15 +23,17 @@ stay registered: they document the endpoints in the OpenAPI schema and serve wha
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from app.api import jobreads
 from app.api.deps import tenant_for_key
+from app.api.middleware import RequestMetrics, RequestSlots
 from app.api.validation import decode_cursor
 from app.crud import Cursor
 from app.jobstates import JobStatus
@@ -34,6 +44,9 @@ _LIMIT = re.compile(r"[1-9][0-9]{0,2}")  # the digits FastAPI reads as the same 
 _STATUSES = frozenset(s.value for s in JobStatus)
 _METHODS = frozenset(m.value for m in Method)
 _CONTENT_TYPE = (b"content-type", b"application/json")
+# Headers some middleware acts on: a request body (BodySizeLimit's 413) or a browser's Origin (CORS
+# headers). Such a GET is rare; the whole stack answers it.
+_STACK_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"origin"})
 
 
 class _PassOn(Exception):
@@ -78,66 +91,69 @@ def _cursor(value: str) -> Cursor:
         raise _PassOn from None
 
 
-def _all_routes(routes: list[Any]) -> list[Any]:
-    """Routes, looking into included routers (FastAPI keeps them nested, as `original_router`)."""
-    found = []
-    for route in routes:
-        nested = getattr(route, "original_router", None)
-        found.extend(_all_routes(nested.routes) if nested is not None else [route])
-    return found
-
-
 class FastReads:
-    def __init__(self, app: ASGIApp, api: FastAPI) -> None:
-        self.app = app
+    """Called by app.main.SpectraAPI before FastAPI's middleware stack; `answer` says whether it answered."""
+
+    def __init__(self, api: FastAPI, slots: RequestSlots, recorder: RequestMetrics) -> None:
         self.api = api
-        self._routes: dict[str, Any] | None = None
+        self.slots = slots
+        self.recorder = recorder
 
-    def _route(self, template: str) -> Any:
-        """The FastAPI route object, put in the scope for app.api.middleware.HttpMetrics' labels."""
-        if self._routes is None:
-            self._routes = {getattr(r, "path", ""): r for r in _all_routes(self.api.router.routes)
-                            if "GET" in (getattr(r, "methods", None) or ())}
-        return self._routes[template]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path"):
-            await self.app(scope, receive, send)
-            return
+    async def answer(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer one of the two reads, or return False before any side effect."""
+        if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path") or self.api.root_path:
+            return False
         path: str = scope["path"]
         if path == "/v1/jobs":
             template = "/v1/jobs"
         elif path.startswith(_PREFIX) and jobreads.JOB_ID.fullmatch(path, len(_PREFIX)):
             template = "/v1/jobs/{job_id}"
         else:
-            await self.app(scope, receive, send)
-            return
+            return False
+        key = None
+        for name, value in scope["headers"]:
+            if name in _STACK_HEADERS:
+                return False
+            if name == b"x-api-key" and key is None:
+                key = value.decode("latin-1")
         try:
             arguments = _list_arguments(scope["query_string"]) if template == "/v1/jobs" else None
         except _PassOn:
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = self._route(template)
+            return False
+        # What the middleware stack would have done for this request: take a slot (InflightLimit) and
+        # count it under its route template (HttpMetrics).
+        started = time.perf_counter()
+        status = 500
         try:
-            status, body = await self._answer(scope, path, arguments)
+            async with self.slots.semaphore:
+                status = await self._respond(scope, receive, send, key, arguments)
+        finally:
+            self.recorder.record("GET", template, status, time.perf_counter() - started)
+        return True
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send, key: str | None,
+                       arguments: dict[str, Any] | None) -> int:
+        try:
+            body = await self._body(scope["path"], key, arguments)
         except Exception as exc:  # 401, 404, 429, 503...: rendered by the app's own handlers
             handler = self._handler(exc)
             if handler is None:
                 raise
+            scope["app"] = self.api  # as Starlette sets it, for handlers that read request.app
             response = await handler(Request(scope, receive), exc)
             await response(scope, receive, send)
-            return
-        await send({"type": "http.response.start", "status": status,
+            return int(response.status_code)
+        await send({"type": "http.response.start", "status": 200,
                     "headers": [_CONTENT_TYPE, (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+        return 200
 
-    async def _answer(self, scope: Scope, path: str, arguments: dict[str, Any] | None) -> tuple[int, bytes]:
+    async def _body(self, path: str, key: str | None, arguments: dict[str, Any] | None) -> bytes:
         state = self.api.state
-        key = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"x-api-key"), None)
         tenant = await tenant_for_key(state, key)
         if arguments is not None:
-            return 200, await jobreads.job_page(state.db, tenant_id=tenant.id, **arguments)
-        return 200, await jobreads.job_or_404(state.db, job_id=path[len(_PREFIX):], tenant_id=tenant.id)
+            return await jobreads.job_page(state.db, tenant_id=tenant.id, **arguments)
+        return await jobreads.job_or_404(state.db, job_id=path[len(_PREFIX):], tenant_id=tenant.id)
 
     def _handler(self, exc: Exception) -> Any:
         """The handler FastAPI would pick for this exception (the most specific registered class);

@@ -68,12 +68,29 @@ class BodySizeLimit:
         await self.app(scope, limited_receive, guarded_send)
 
 
-class HttpMetrics:
-    def __init__(self, app: ASGIApp, metrics: AppMetrics) -> None:
-        self.app = app
+class RequestMetrics:
+    """spectra_http_requests_total and the latency histogram, labelled by route template. Shared by
+    HttpMetrics and app.api.fastreads (which answers its reads before the middleware stack)."""
+
+    def __init__(self, metrics: AppMetrics) -> None:
         self.metrics = metrics
         # One entry per series the two metrics hold anyway (method x route template x status).
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def record(self, method: str, template: str, status: int, seconds: float) -> None:
+        labels = (method, template, status)
+        children = self._children.get(labels)
+        if children is None:  # labels() validates and locks each time: look each series up once
+            children = self._children[labels] = (
+                self.metrics.requests.labels(method, template, str(status)), self.metrics.latency.labels(method, template))
+        children[0].inc()
+        children[1].observe(seconds)
+
+
+class HttpMetrics:
+    def __init__(self, app: ASGIApp, recorder: RequestMetrics) -> None:
+        self.app = app
+        self.recorder = recorder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,23 +108,30 @@ class HttpMetrics:
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            route = scope.get("route")
             # The route template, never the raw path: job ids would explode the label set.
-            template = getattr(route, "path", None) or "unmatched"
-            labels = (scope.get("method", ""), template, status)
-            children = self._children.get(labels)
-            if children is None:  # labels() validates and locks each time: look each series up once
-                children = self._children[labels] = (
-                    self.metrics.requests.labels(labels[0], template, str(status)),
-                    self.metrics.latency.labels(labels[0], template))
-            children[0].inc()
-            children[1].observe(time.perf_counter() - start)
+            template = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.recorder.record(scope.get("method", ""), template, status, time.perf_counter() - start)
+
+
+class RequestSlots:
+    """At most `limit` requests of one process at once: taken by InflightLimit, and by app.api.fastreads
+    for the reads it answers before the middleware stack."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._semaphore: asyncio.Semaphore | None = None  # created inside the running loop
+
+    @property
+    def semaphore(self) -> asyncio.Semaphore:
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.limit)
+        return self._semaphore
 
 
 class InflightLimit:
-    """Let at most `limit` requests run at once per process; the rest wait here, in the event loop.
+    """Let at most `slots.limit` requests run at once per process; the rest wait here, in the event loop.
 
-    `limit` is the async pool's size (app.core.adb.API_POOL_SIZE), so an admitted request never
+    The limit is the async pool's size (app.core.adb.API_POOL_SIZE), so an admitted request never
     waits on the pool and a burst cannot end in pool_timeout errors. It also stays below the sync
     pool's size: the routes that still use a sync session hold its connection across threadpool
     hops, and without a bound every thread could sit waiting for a connection held by a request that
@@ -118,16 +142,13 @@ class InflightLimit:
 
     EXEMPT = ("/v1/artifacts/download", "/healthz", "/metrics")
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, slots: RequestSlots) -> None:
         self.app = app
-        self.limit = limit
-        self._semaphore: asyncio.Semaphore | None = None  # created inside the running loop
+        self.slots = slots
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path", "").startswith(self.EXEMPT):
             await self.app(scope, receive, send)
             return
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self.limit)
-        async with self._semaphore:
+        async with self.slots.semaphore:
             await self.app(scope, receive, send)

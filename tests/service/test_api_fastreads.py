@@ -9,24 +9,31 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from app import crud
-from app.api.fastreads import FastReads
 from app.core.config import Settings
 from app.core.db import session_scope
-from app.main import create_app
+from app.main import SpectraAPI, create_app
 from tests.service.api_env import job_body
 
 
 class PassedOn(Exception):
-    """Raised by the app behind FastReads: the request was passed on, not answered."""
+    """The fast path did not answer: the request would go on to FastAPI's middleware and routes."""
 
 
-async def _refuse(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    raise PassedOn(scope["path"])
+def _fast_path_only(app: SpectraAPI) -> Any:
+    """An ASGI callable that is only the app's fast path: it raises PassedOn where the app would go on."""
+    assert app.fast_reads is not None
+
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if not await app.fast_reads.answer(scope, receive, send):  # type: ignore[union-attr]
+            raise PassedOn(scope["path"])
+
+    return asgi
 
 
-async def _call(asgi: Any, path: str, query: str = "", key: str | None = None) -> tuple[int, bytes]:
+async def _call(asgi: Any, path: str, query: str = "", key: str | None = None,
+                extra: list[tuple[bytes, bytes]] | None = None) -> tuple[int, bytes]:
     """One GET through an ASGI callable: (status, body)."""
-    headers = [(b"host", b"testserver")] + ([(b"x-api-key", key.encode())] if key is not None else [])
+    headers = [(b"host", b"testserver")] + ([(b"x-api-key", key.encode())] if key is not None else []) + (extra or [])
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
              "path": path, "raw_path": path.encode(), "root_path": "", "query_string": query.encode(),
              "headers": headers, "client": ("127.0.0.1", 1), "server": ("testserver", 80)}
@@ -46,7 +53,7 @@ def test_hot_reads_answer_like_the_fastapi_routes_without_them(tmp_path: Path) -
     settings = Settings(home=tmp_path, signing_secret="s", auth_cache_seconds=0)  # type: ignore[arg-type]
     app = create_app(settings)
     routes_only = create_app(settings)  # the same app without the fast path: FastAPI's routes answer
-    routes_only.user_middleware = [m for m in routes_only.user_middleware if m.cls is not FastReads]
+    routes_only.fast_reads = None
     with TestClient(app) as client, TestClient(routes_only) as plain:
         with session_scope(settings.database_url or "") as session:
             _, key = crud.create_api_key(session, tenant_name="fast")
@@ -54,7 +61,7 @@ def test_hot_reads_answer_like_the_fastapi_routes_without_them(tmp_path: Path) -
         ids = [client.post("/v1/jobs", json=job_body(target_ratio=r), headers={"X-API-Key": key}).json()["id"]
                for r in (0.2, 0.3, 0.4)]
         cursor = client.get("/v1/jobs", params={"limit": 1}, headers={"X-API-Key": key}).json()["next_cursor"]
-        fast = FastReads(_refuse, api=app)
+        fast = _fast_path_only(app)
 
         answered = [(f"/v1/jobs/{ids[0]}", ""), ("/v1/jobs", ""), ("/v1/jobs", "limit=2"),
                     ("/v1/jobs", f"limit=1&cursor={cursor}"), ("/v1/jobs", "status=queued&method=svd"),
@@ -78,12 +85,16 @@ def test_hot_reads_answer_like_the_fastapi_routes_without_them(tmp_path: Path) -
                      ("/v1/jobs", "limit=abc"), ("/v1/jobs", "status=bogus"), ("/v1/jobs", "method=SVD"),
                      ("/v1/jobs", "limit=1&limit=2"), ("/v1/jobs", "cursor=garbage"), ("/v1/jobs", "limit=2&x=1"),
                      ("/v1/jobs/not%20an%20id", ""), ("/v1/jobs/" + "a" * 65, ""), (f"/v1/jobs/{ids[0]}/events", "")]
-        for path, query in passed_on:
+        # So is a GET that a middleware layer acts on: one with a body (413 above the limit), or with
+        # a browser's Origin (CORS headers).
+        headed = [[(b"content-length", b"10")], [(b"transfer-encoding", b"chunked")],
+                  [(b"origin", b"https://app.example")]]
+        for path, query, extra in [(p, q, None) for p, q in passed_on] + [("/v1/jobs", "", h) for h in headed]:
             try:
-                client.portal.call(_call, fast, path, query, key)
+                client.portal.call(_call, fast, path, query, key, extra)
             except PassedOn:
                 continue
-            raise AssertionError(f"{path}?{query} was answered, not passed on")
+            raise AssertionError(f"{path}?{query} {extra} was answered, not passed on")
         for query in ("limit=0", "limit=abc", "status=bogus", "cursor=garbage"):
             response = client.get(f"/v1/jobs?{query}", headers={"X-API-Key": key})
             assert response.status_code == 422 and response.json()["detail"][0]["loc"][0] == "query", query
@@ -101,6 +112,34 @@ def test_metrics_label_fast_reads_with_the_route_template(tmp_path: Path) -> Non
         assert 'spectra_http_requests_total{method="GET",route="/v1/jobs/{job_id}",status="200"} 1.0' in metrics
         assert 'spectra_http_requests_total{method="GET",route="/v1/jobs/{job_id}",status="404"} 1.0' in metrics
         assert job_id not in metrics  # a template, never the raw path
+
+
+def test_fast_reads_wait_for_an_in_flight_slot_like_every_request(tmp_path: Path) -> None:
+    """The fast path runs before InflightLimit, so it takes the same slots itself: with every slot
+    taken, a fast read waits, and it goes on when one is freed."""
+    import asyncio
+
+    settings = Settings(home=tmp_path, signing_secret="s")  # type: ignore[arg-type]
+    app = create_app(settings)
+    with TestClient(app) as client:
+        with session_scope(settings.database_url or "") as session:
+            _, key = crud.create_api_key(session, tenant_name="slots")
+        assert app.fast_reads is not None
+        slots = app.fast_reads.slots
+
+        async def read_while_full() -> tuple[bool, int]:
+            for _ in range(slots.limit):
+                await slots.semaphore.acquire()
+            read = asyncio.ensure_future(_call(_fast_path_only(app), "/v1/jobs", "", key))
+            await asyncio.sleep(0.3)
+            waited = not read.done()
+            slots.semaphore.release()
+            status, _ = await asyncio.wait_for(read, 10)
+            for _ in range(slots.limit - 1):
+                slots.semaphore.release()
+            return waited, status
+
+        assert client.portal.call(read_while_full) == (True, 200)
 
 
 def test_startup_objects_are_out_of_the_collectors_reach_while_serving(tmp_path: Path) -> None:

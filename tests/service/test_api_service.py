@@ -172,6 +172,10 @@ def test_cors_closed_unless_configured(tmp_path: Path, origins: list[str]) -> No
                                                         "Access-Control-Request-Method": "GET"})
         allowed = response.headers.get("access-control-allow-origin")
         assert allowed == (origins[0] if origins else None)
+        # A browser's GET of the polled list (answered before the middleware stack when it has no
+        # Origin) gets the same CORS answer.
+        response = client.get("/v1/jobs", headers={"Origin": "https://app.example"})
+        assert response.headers.get("access-control-allow-origin") == (origins[0] if origins else None)
 
 
 def test_api_never_imports_torch() -> None:
