@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import HTTPException, status
 from sqlalchemy import ARRAY, Select, String, and_, any_, bindparam, literal_column, or_, select
 
-from app.api.jobcache import RenderedJobs
+from app.api.jobcache import RenderedJobs, RenderedPages
 from app.api.jobjson import JOB_JSON_SQL, dumps, job_json
 from app.api.validation import encode_cursor
 from app.core.adb import AsyncDatabase
@@ -67,6 +67,7 @@ _VERSION = literal_column("xmin::text").label("version")
 _BODIES = select(_JOBS.c.id, _VERSION, _BODY).where(
     _JOBS.c.tenant_id == bindparam("tenant_id"), _JOBS.c.id == any_(bindparam("ids", type_=ARRAY(String))))
 RENDERED = RenderedJobs()  # per process; shared by the apps of a process (job ids are unique uuid4s)
+PAGES = RenderedPages()  # per process, like RENDERED
 
 
 @lru_cache(maxsize=16)
@@ -93,12 +94,25 @@ async def job_page(
         params.update(after_created=after.created_at, after_id=after.job_id)
     query = _page_query(status is not None, method is not None, after is not None, not db.is_sqlite)
     rows = await db.read(query, params)
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
     if db.is_sqlite:
+        page, next_cursor = _split(rows, limit)
         return dumps({"items": [job_json(row) for row in page], "next_cursor": next_cursor})
-    items = await _rendered(db, tenant_id, page)
-    return f'{{"items":[{",".join(items)}],"next_cursor":{dumps(next_cursor).decode()}}}'.encode()
+    # The bytes follow from the rows alone (ids are uuid4s; each text is its job's at that version),
+    # so an unchanged list is answered as it was last assembled.
+    key = (tenant_id, status, method, limit, after)
+    body = PAGES.get(key, rows)
+    if body is None:
+        page, next_cursor = _split(rows, limit)
+        items = await _rendered(db, tenant_id, page)
+        body = f'{{"items":[{",".join(items)}],"next_cursor":{dumps(next_cursor).decode()}}}'.encode()
+        PAGES.put(key, rows, body)
+    return body
+
+
+def _split(rows: Sequence[Any], limit: int) -> tuple[Sequence[Any], str | None]:
+    """The page's rows and the cursor of the next page (None on the last page)."""
+    page, more = rows[:limit], len(rows) > limit
+    return page, encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
 
 
 async def _rendered(db: AsyncDatabase, tenant_id: int, page: Sequence[Any]) -> list[str]:

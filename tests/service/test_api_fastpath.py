@@ -114,6 +114,26 @@ def test_list_pages_show_every_update_whoever_wrote_it(api: ApiServer) -> None:
             assert changed["progress"] == {"stage": None, "fraction": round_ / 4, "message": f"step {round_}"}
             assert changed == client.get(f"/v1/jobs/{ids[1]}").json()
             assert [i for i in items if i["id"] != ids[1]] == [i for i in first if i["id"] != ids[1]]
+        # Whole pages are kept too (app.api.jobcache.RenderedPages): a new job, a deleted one and the
+        # pages after a cursor must show as well.
+        unchanged = client.get("/v1/jobs").content
+        assert client.get("/v1/jobs").content == unchanged
+        ids.append(client.post("/v1/jobs", json=job_body(target_ratio=0.5)).json()["id"])
+        assert [item["id"] for item in client.get("/v1/jobs").json()["items"]] == ids[::-1]
+        with session_scope(api.database_url) as session:
+            for table in ("job_events", "artifacts"):
+                session.execute(text(f"DELETE FROM {table} WHERE job_id = :id"), {"id": ids[0]})
+            session.execute(text("DELETE FROM jobs WHERE id = :id"), {"id": ids[0]})
+        assert [item["id"] for item in client.get("/v1/jobs").json()["items"]] == ids[:0:-1]
+        seen, cursor = [], None
+        for _ in range(2):  # the same walk twice: the second is answered from kept pages
+            seen, cursor = [], None
+            while True:
+                page = client.get("/v1/jobs", params={"limit": 2, **({"cursor": cursor} if cursor else {})}).json()
+                seen += [item["id"] for item in page["items"]]
+                if not (cursor := page["next_cursor"]):
+                    break
+            assert seen == ids[:0:-1]
 
 
 def test_redis_counter_matches_pipelined_replies_to_their_commands() -> None:
@@ -134,3 +154,18 @@ def test_redis_counter_matches_pipelined_replies_to_their_commands() -> None:
     with redis_broker() as broker:
         by_key = asyncio.run(run(RedisCounter(broker), "test-pipe-" + secrets.token_hex(4)))
     assert len(by_key) == 10 and all(sorted(counts) == list(range(1, 21)) for counts in by_key.values())
+
+
+def test_kept_pages_match_their_rows_and_stay_within_their_memory() -> None:
+    from app.api.jobcache import RenderedPages
+
+    pages = RenderedPages(max_bytes=100)
+    rows = [("a", "7", 1), ("b", "9", 2)]
+    pages.put("k", rows, b"x" * 60)
+    assert pages.get("k", list(rows)) == b"x" * 60
+    assert pages.get("k", [("a", "7", 1), ("b", "10", 2)]) is None  # a job changed
+    assert pages.get("k", rows[:1]) is None and pages.get("other", rows) is None
+    pages.put("k", rows, b"y" * 60)  # replacing a page frees its bytes: still within the bound
+    assert pages.get("k", rows) == b"y" * 60
+    pages.put("k2", rows, b"z" * 60)  # over the bound: the old pages go
+    assert pages.get("k", rows) is None and pages.get("k2", rows) == b"z" * 60
