@@ -128,8 +128,9 @@ class RedisCounter:
             replies.transport.close()  # later replies would be matched to the wrong commands
             raise CounterError(f"no answer from Redis within {self.timeout} s") from None
 
-    async def incr(self, key: str) -> int:
-        return int(await self._send(await self._connection(), _command(b"INCR", key.encode())))
+    async def incr(self, key: str, amount: int = 1) -> int:
+        command = _command(b"INCR", key.encode()) if amount == 1 else _command(b"INCRBY", key.encode(), b"%d" % amount)
+        return int(await self._send(await self._connection(), command))
 
     async def expire(self, key: str, seconds: int) -> None:
         await self._send(await self._connection(), _command(b"EXPIRE", key.encode(), str(seconds).encode()))

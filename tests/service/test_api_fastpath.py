@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import redis
 from fastapi.testclient import TestClient
 
 from app import crud
@@ -82,6 +83,27 @@ def test_rate_limiter_counts_in_redis_and_falls_back_to_memory() -> None:
         assert asyncio.run(hits(second, key, 2)) == [None, 60]  # one count across processes
         down = RateLimiter(2, redis_url="redis://127.0.0.1:1/0")
         assert asyncio.run(hits(down, key, 3))[2] is not None  # counted in memory instead
+
+
+def test_rate_limiter_leases_never_admit_past_the_limit() -> None:
+    """Higher limits are taken from Redis in leases (1 % of the limit): across processes no more than
+    the limit is admitted, and what one process leased and left unused is all another may miss."""
+    async def hits(limiter: RateLimiter, key: str, n: int) -> list[int | None]:
+        return [await limiter.hit(key, now=120.0) for _ in range(n)]
+
+    with redis_broker() as broker:
+        key = "lease-" + secrets.token_hex(4)
+        first, second = RateLimiter(1000, redis_url=broker), RateLimiter(1000, redis_url=broker)
+        assert first.lease == 10 and RateLimiter(150).lease == 1
+
+        async def in_turn() -> tuple[list[int | None], ...]:  # one event loop: the clients' connections live in it
+            return (await hits(first, key, 995),  # 100 leases: 5 requests left unused
+                    await hits(second, key, 3),  # Redis counts 1000 taken: refused
+                    await hits(first, key, 6))  # its own lease, then refused
+
+        assert asyncio.run(in_turn()) == ([None] * 995, [60] * 3, [None] * 5 + [60])
+        count = redis.Redis.from_url(broker).get(f"spectra:ratelimit:{key}:2")
+        assert int(count or 0) == 1000 + 3 * 10 + 10  # 100 leases, then refused ones; one INCRBY each
 
 
 def test_json_columns_and_bodies_keep_big_integers() -> None:
