@@ -30,6 +30,12 @@ from app.core.pgreads import PgReads
 # at once, so a request never waits on the pool (no pool_timeout under load) and, with no overflow,
 # no connection is opened and closed again per burst (each is a PostgreSQL backend fork).
 API_POOL_SIZE = 16
+# Connections of the polled reads (app.core.pgreads), fewer than the requests admitted: a read's query
+# is ~0.15 ms of PostgreSQL CPU, so 4 at a time keep a 2-core host's database busy, and every further
+# backend only competes for the same cores (bench/api_load.py, page of 50 at 64 connections: PostgreSQL
+# CPU per page 0.19 ms with 16, 0.16-0.17 ms with 4; p99 48 -> 38-44 ms). Reads beyond them wait in the
+# event loop.
+READ_POOL_SIZE = 4
 
 
 def async_url(url: str) -> str:
@@ -65,7 +71,7 @@ class AsyncDatabase:
         self.url = async_url(url)
         self.is_sqlite = make_url(self.url).get_backend_name() == "sqlite"
         self._engine: AsyncEngine | None = None
-        self._pg = None if self.is_sqlite else PgReads(self.url, API_POOL_SIZE, _json_loads)
+        self._pg = None if self.is_sqlite else PgReads(self.url, READ_POOL_SIZE, _json_loads)
         self._sessions: async_sessionmaker[AsyncSession] | None = None
 
     @property

@@ -8,8 +8,8 @@ and compiled here to PostgreSQL SQL once each; SQLite keeps the SQLAlchemy path 
 
 The pool is deliberately simple: connections are opened on demand by the request that needs one (so
 a database outage is a prompt 503 and its end is noticed by the next request, not after a background
-reconnect back-off), at most `size` are in use (app.api.middleware.InflightLimit admits no more
-requests than that), and idle ones are kept, never churned. A connection that fails is closed together
+reconnect back-off), at most `size` are in use (a read beyond that waits in the event loop, with no
+timeout: it holds nothing), and idle ones are kept, never churned. A connection that fails is closed together
 with every idle one (after a database restart they are all dead) and the SELECT runs once more.
 
 Rows come back as named tuples with the types app.api.jobjson expects: JSON columns decoded (orjson),
