@@ -124,6 +124,7 @@ class Grasp(Compressor):
             rank_ratio=options.rank_ratio, threshold=options.threshold,
         )
         chosen, bi = choose_layers(ctx, options, grasp_plan.num_layers)
+        _require_dense(ctx, targets, chosen)  # before any calibration pass (whitening is a full sweep)
         calibration = ctx.calibration[: options.calibration_samples or ctx.calibration.shape[0]]
         # Layers below the lowest chosen one never change: their output is computed once.
         cache = PrefixCache(ctx.model, ctx.arch, min(chosen), calibration, ctx.device)
@@ -171,9 +172,6 @@ class Grasp(Compressor):
         layers: list[int], names: list[str], progress,
     ) -> dict[str, int]:
         linears = {full: mod for full, _, _, mod in iter_target_linears(ctx.model, ctx.arch, names, layers)}
-        for full, mod in linears.items():
-            if not isinstance(mod, nn.Linear):
-                raise InvalidInput(f"{full} is {type(mod).__name__}, not nn.Linear: is the model already compressed?")
         ranks = {}
         with sigma_surrogates(ctx.model, linears, chols) as surrogates:
             grads: dict[str, SigmaGradients] = {}
@@ -210,6 +208,12 @@ class Grasp(Compressor):
             progress=lambda f, m: ctx.progress(0.8 + 0.2 * f, f"recovery: {m}"), check_stop=ctx.check_stop,
         )
         return {f"recovery_{key}": value for key, value in result.items()}
+
+
+def _require_dense(ctx: CompressionContext, targets: list[str], layers: list[int]) -> None:
+    for full, _, _, mod in iter_target_linears(ctx.model, ctx.arch, targets, layers):
+        if not isinstance(mod, nn.Linear):
+            raise InvalidInput(f"{full} is {type(mod).__name__}, not nn.Linear: is the model already compressed?")
 
 
 def _sub_progress(ctx: CompressionContext, index: int, count: int, prefix: str):

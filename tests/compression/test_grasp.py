@@ -225,6 +225,19 @@ def test_bad_options_fail_clearly(tiny_model, tiny_tokenizer, tiny_calib):
     assert not any(isinstance(m, LowRankLinear) for m in tiny_model.modules())  # refused before touching it
 
 
+def test_an_already_compressed_layer_is_refused_before_any_calibration_pass(
+        tiny_model, tiny_tokenizer, tiny_calib, monkeypatch):
+    import compression.methods.grasp as grasp_module
+
+    calib = tiny_calib[:2, :32]
+    get("grasp").compress(_ctx(tiny_model, tiny_tokenizer, calib, 0.2, layers=[1]))
+    sweeps = []
+    monkeypatch.setattr(grasp_module, "whitening_factors", lambda *a, **k: sweeps.append(a))
+    with pytest.raises(InvalidInput, match="already compressed"):
+        get("grasp").compress(_ctx(tiny_model, tiny_tokenizer, calib, 0.2, layers=[1], basis="whitened"))
+    assert sweeps == []
+
+
 def test_cancel_between_blocks(tiny_model, tiny_tokenizer, tiny_calib):
     with pytest.raises(Cancelled):
         get("grasp").compress(_ctx(tiny_model, tiny_tokenizer, tiny_calib[:2, :32], should_stop=lambda: True))
