@@ -125,7 +125,8 @@ class RedisCounter:
         try:
             return await asyncio.wait_for(future, self.timeout)
         except asyncio.TimeoutError:
-            replies.transport.close()  # later replies would be matched to the wrong commands
+            if replies.transport is not None:
+                replies.transport.close()  # later replies would be matched to the wrong commands
             raise CounterError(f"no answer from Redis within {self.timeout} s") from None
 
     async def incr(self, key: str, amount: int = 1) -> int:
