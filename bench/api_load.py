@@ -78,7 +78,7 @@ def measure(service: Service, account: CpuAccount, method: str, path: str, body:
         coro = run_httpx(service.base_url, method, path, service.api_key, body, concurrency, args.seconds,
                          args.warmup, args.max_requests, on_start)
     else:
-        request = build_request(service.base_url, method, path, service.api_key, body)
+        request = build_request(service.base_url, method, path, service.api_key, body, args.accept_encoding)
         coro = run_raw(service.base_url, request, concurrency, args.seconds, args.warmup, args.max_requests,
                        on_start, args.rate)
     try:
@@ -232,6 +232,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--list-limit", type=int, default=None, help="?limit= for GET /v1/jobs (default: "
                         "none, i.e. the API's default page of 50)")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw")
+    parser.add_argument("--accept-encoding", default="gzip, deflate",
+                        help="the raw client's Accept-Encoding (default: httpx's and requests' default); '' = none, "
+                             "so pages come uncompressed")
     parser.add_argument("--rate", type=float, default=0.0, help="paced mode: total requests/s spread over the "
                         "connections, latency from the scheduled send (raw client); 0 = closed loop (default)")
     parser.add_argument("--queue-jobs", type=int, default=5, help="counted queue-latency jobs (0 = skip)")
@@ -249,7 +252,7 @@ def main() -> int:
         raise SystemExit("--rate (paced mode) needs --client raw")
     load_before = os.getloadavg()
     print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} "
-          f"({os.cpu_count()} cpus); app {args.app}; API processes: {args.workers} ({args.listen}); client: {args.client}; "
+          f"({os.cpu_count()} cpus); app {args.app}; API processes: {args.workers} ({args.listen}); client: {args.client} (Accept-Encoding: {args.accept_encoding or 'none'}); "
           f"rate limit raised to {BENCH_RATE_LIMIT_PER_MINUTE}/min per key", flush=True)
     queue = None
     with ExitStack() as stack:
@@ -266,7 +269,7 @@ def main() -> int:
         "code": _code_version(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_before": load_before,
                     "load_avg_after": os.getloadavg()},
-        "settings": {"app": args.app, "uvicorn_workers": args.workers, "listen": args.listen, "overrides": args.set, "client": args.client, "rate": args.rate,
+        "settings": {"app": args.app, "uvicorn_workers": args.workers, "listen": args.listen, "overrides": args.set, "client": args.client, "accept_encoding": args.accept_encoding, "rate": args.rate,
                      "seconds": args.seconds,
                      "warmup": args.warmup, "seed_jobs": args.seed_jobs, "list_limit": args.list_limit,
                      "rate_limit_per_minute": BENCH_RATE_LIMIT_PER_MINUTE},

@@ -44,11 +44,14 @@ class Result:
                 "statuses": dict(self.statuses), "seconds": self.window}
 
 
-def build_request(base_url: str, method: str, path: str, api_key: str, body: dict[str, object] | None) -> bytes:
+def build_request(base_url: str, method: str, path: str, api_key: str, body: dict[str, object] | None,
+                  accept_encoding: str = "gzip, deflate") -> bytes:
+    """accept_encoding: what httpx and requests send by default; "" sends none (identity). The client
+    reads the body as sent and never decodes it (as wrk does)."""
     host = urlsplit(base_url).netloc
     payload = json.dumps(body).encode() if body is not None else b""
     head = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"X-API-Key: {api_key}", "Accept: application/json",
-            "User-Agent: spectra-bench"]
+            "User-Agent: spectra-bench"] + ([f"Accept-Encoding: {accept_encoding}"] if accept_encoding else [])
     if body is not None:
         head += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + payload

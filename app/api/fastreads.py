@@ -33,6 +33,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.api import jobreads
 from app.api.deps import tenant_for_key
+from app.api.jobcache import Page
 from app.api.middleware import RequestMetrics, RequestSlots
 from app.api.validation import decode_cursor
 from app.crud import Cursor
@@ -44,6 +45,8 @@ _LIMIT = re.compile(r"[1-9][0-9]{0,2}")  # the digits FastAPI reads as the same 
 _STATUSES = frozenset(s.value for s in JobStatus)
 _METHODS = frozenset(m.value for m in Method)
 _CONTENT_TYPE = (b"content-type", b"application/json")
+_VARY = (b"vary", b"Accept-Encoding")  # a page's bytes depend on it (as app.api.routes.jobs says too)
+_GZIP = (b"content-encoding", b"gzip")
 # Headers some middleware acts on: a request body (BodySizeLimit's 413) or a browser's Origin (CORS
 # headers). Such a GET is rare; the whole stack answers it.
 _STACK_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"origin"})
@@ -82,6 +85,28 @@ def _list_arguments(query_string: bytes) -> dict[str, Any]:
     return {"status": status, "method": method, "limit": limit, "after": after}
 
 
+def accepts_gzip(value: bytes) -> bool:
+    """Whether an Accept-Encoding value admits gzip: listed (or `*`) with a q-value above 0, and gzip
+    not refused by name (RFC 9110 12.5.3)."""
+    named = star = None
+    for item in value.decode("latin-1").lower().split(","):
+        coding, _, params = item.partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            name, _, number = param.strip().partition("=")
+            if name == "q":
+                try:
+                    q = float(number)
+                except ValueError:
+                    q = 0.0
+        coding = coding.strip()
+        if coding in ("gzip", "x-gzip"):
+            named = q > 0 if named is None else named or q > 0
+        elif coding == "*":
+            star = q > 0
+    return named if named is not None else bool(star)
+
+
 def _cursor(value: str) -> Cursor:
     if len(value) > 512:
         raise _PassOn
@@ -111,11 +136,15 @@ class FastReads:
         else:
             return False
         key = None
+        encodings: list[bytes] = []
         for name, value in scope["headers"]:
             if name in _STACK_HEADERS:
                 return False
             if name == b"x-api-key" and key is None:
                 key = value.decode("latin-1")
+            elif name == b"accept-encoding":
+                encodings.append(value)
+        gzip_ok = accepts_gzip(b",".join(encodings)) if encodings else False
         try:
             arguments = _list_arguments(scope["query_string"]) if template == "/v1/jobs" else None
         except _PassOn:
@@ -126,15 +155,24 @@ class FastReads:
         status = 500
         try:
             async with self.slots.semaphore:
-                status = await self._respond(scope, receive, send, key, arguments)
+                status = await self._respond(scope, receive, send, key, arguments, gzip_ok)
         finally:
             self.recorder.record("GET", template, status, time.perf_counter() - started)
         return True
 
     async def _respond(self, scope: Scope, receive: Receive, send: Send, key: str | None,
-                       arguments: dict[str, Any] | None) -> int:
+                       arguments: dict[str, Any] | None, gzip_ok: bool) -> int:
+        headers = [_CONTENT_TYPE]
         try:
-            body = await self._body(scope["path"], key, arguments)
+            if arguments is None:
+                body = await self._job(scope["path"], key)
+            else:
+                page = await self._page(key, arguments)
+                headers.append(_VARY)
+                gzipped = page.gzipped() if gzip_ok else None
+                if gzipped is not None:
+                    headers.append(_GZIP)
+                body = page.body if gzipped is None else gzipped
         except Exception as exc:  # 401, 404, 429, 503...: rendered by the app's own handlers
             handler = self._handler(exc)
             if handler is None:
@@ -143,17 +181,18 @@ class FastReads:
             response = await handler(Request(scope, receive), exc)
             await response(scope, receive, send)
             return int(response.status_code)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [_CONTENT_TYPE, (b"content-length", str(len(body)).encode())]})
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         return 200
 
-    async def _body(self, path: str, key: str | None, arguments: dict[str, Any] | None) -> bytes:
-        state = self.api.state
-        tenant = await tenant_for_key(state, key)
-        if arguments is not None:
-            return await jobreads.job_page(state.db, tenant_id=tenant.id, **arguments)
-        return await jobreads.job_or_404(state.db, job_id=path[len(_PREFIX):], tenant_id=tenant.id)
+    async def _job(self, path: str, key: str | None) -> bytes:
+        tenant = await tenant_for_key(self.api.state, key)
+        return await jobreads.job_or_404(self.api.state.db, job_id=path[len(_PREFIX):], tenant_id=tenant.id)
+
+    async def _page(self, key: str | None, arguments: dict[str, Any]) -> Page:
+        tenant = await tenant_for_key(self.api.state, key)
+        return await jobreads.job_page(self.api.state.db, tenant_id=tenant.id, **arguments)
 
     def _handler(self, exc: Exception) -> Any:
         """The handler FastAPI would pick for this exception (the most specific registered class);

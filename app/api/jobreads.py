@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import HTTPException, status
 from sqlalchemy import ARRAY, Select, String, and_, any_, bindparam, literal_column, or_, select
 
-from app.api.jobcache import RenderedJobs, RenderedPages
+from app.api.jobcache import Page, RenderedJobs, RenderedPages
 from app.api.jobjson import JOB_JSON_SQL, dumps, job_json
 from app.api.validation import encode_cursor
 from app.core.adb import AsyncDatabase
@@ -86,7 +86,7 @@ def _page_query(by_status: bool, by_method: bool, after: bool, versions: bool) -
 
 async def job_page(
     db: AsyncDatabase, *, tenant_id: int, status: str | None, method: str | None, limit: int, after: Cursor | None,
-) -> bytes:
+) -> Page:
     """JobPage's JSON, newest first. Keyset pagination, so rows inserted meanwhile never shift a later
     page; one row more than asked for tells whether a next page exists."""
     params: dict[str, Any] = {"tenant_id": tenant_id, "status": status, "method": method, "limit": limit + 1}
@@ -96,17 +96,17 @@ async def job_page(
     rows = await db.read(query, params)
     if db.is_sqlite:
         page, next_cursor = _split(rows, limit)
-        return dumps({"items": [job_json(row) for row in page], "next_cursor": next_cursor})
+        return Page(dumps({"items": [job_json(row) for row in page], "next_cursor": next_cursor}))
     # The bytes follow from the rows alone (ids are uuid4s; each text is its job's at that version),
     # so an unchanged list is answered as it was last assembled.
     key = (tenant_id, status, method, limit, after)
-    body = PAGES.get(key, rows)
-    if body is None:
+    kept = PAGES.get(key, rows)
+    if kept is None:
         page, next_cursor = _split(rows, limit)
         items = await _rendered(db, tenant_id, page)
-        body = f'{{"items":[{",".join(items)}],"next_cursor":{dumps(next_cursor).decode()}}}'.encode()
-        PAGES.put(key, rows, body)
-    return body
+        kept = Page(f'{{"items":[{",".join(items)}],"next_cursor":{dumps(next_cursor).decode()}}}'.encode())
+        PAGES.put(key, rows, kept)
+    return kept
 
 
 def _split(rows: Sequence[Any], limit: int) -> tuple[Sequence[Any], str | None]:

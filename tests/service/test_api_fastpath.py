@@ -179,15 +179,20 @@ def test_redis_counter_matches_pipelined_replies_to_their_commands() -> None:
 
 
 def test_kept_pages_match_their_rows_and_stay_within_their_memory() -> None:
-    from app.api.jobcache import RenderedPages
+    import gzip
+
+    from app.api.jobcache import Page, RenderedPages
 
     pages = RenderedPages(max_bytes=100)
     rows = [("a", "7", 1), ("b", "9", 2)]
-    pages.put("k", rows, b"x" * 60)
-    assert pages.get("k", list(rows)) == b"x" * 60
+    pages.put("k", rows, Page(b"x" * 60))
+    assert pages.get("k", list(rows)).body == b"x" * 60  # type: ignore[union-attr]
     assert pages.get("k", [("a", "7", 1), ("b", "10", 2)]) is None  # a job changed
     assert pages.get("k", rows[:1]) is None and pages.get("other", rows) is None
-    pages.put("k", rows, b"y" * 60)  # replacing a page frees its bytes: still within the bound
-    assert pages.get("k", rows) == b"y" * 60
-    pages.put("k2", rows, b"z" * 60)  # over the bound: the old pages go
-    assert pages.get("k", rows) is None and pages.get("k2", rows) == b"z" * 60
+    pages.put("k", rows, Page(b"y" * 60))  # replacing a page frees its bytes: still within the bound
+    assert pages.get("k", rows).body == b"y" * 60  # type: ignore[union-attr]
+    pages.put("k2", rows, Page(b"z" * 60))  # over the bound: the old pages go
+    assert pages.get("k", rows) is None and pages.get("k2", rows).body == b"z" * 60  # type: ignore[union-attr]
+    big = Page(b'{"items":[' + b'{"id":"0123"},' * 200 + b"]}")
+    assert big.gzipped() is big.gzipped() and gzip.decompress(big.gzipped() or b"") == big.body  # made once
+    assert Page(b"x" * 1023).gzipped() is None

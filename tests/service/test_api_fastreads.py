@@ -31,13 +31,14 @@ def _fast_path_only(app: SpectraAPI) -> Any:
 
 
 async def _call(asgi: Any, path: str, query: str = "", key: str | None = None,
-                extra: list[tuple[bytes, bytes]] | None = None) -> tuple[int, bytes]:
+                extra: list[tuple[bytes, bytes]] | None = None,
+                sent: list[dict[str, Any]] | None = None) -> tuple[int, bytes]:
     """One GET through an ASGI callable: (status, body)."""
     headers = [(b"host", b"testserver")] + ([(b"x-api-key", key.encode())] if key is not None else []) + (extra or [])
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
              "path": path, "raw_path": path.encode(), "root_path": "", "query_string": query.encode(),
              "headers": headers, "client": ("127.0.0.1", 1), "server": ("testserver", 80)}
-    sent: list[dict[str, Any]] = []
+    sent = [] if sent is None else sent
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
@@ -112,6 +113,36 @@ def test_metrics_label_fast_reads_with_the_route_template(tmp_path: Path) -> Non
         assert 'spectra_http_requests_total{method="GET",route="/v1/jobs/{job_id}",status="200"} 1.0' in metrics
         assert 'spectra_http_requests_total{method="GET",route="/v1/jobs/{job_id}",status="404"} 1.0' in metrics
         assert job_id not in metrics  # a template, never the raw path
+
+
+def test_pages_go_gzipped_to_clients_that_accept_it(tmp_path: Path) -> None:
+    import gzip
+
+    from app.api.fastreads import accepts_gzip
+
+    settings = Settings(home=tmp_path, signing_secret="s")  # type: ignore[arg-type]
+    app = create_app(settings)
+    with TestClient(app) as client:
+        with session_scope(settings.database_url or "") as session:
+            _, key = crud.create_api_key(session, tenant_name="gzip")
+        fast = _fast_path_only(app)
+        tiny = client.portal.call(_call, fast, "/v1/jobs", "", key, [(b"accept-encoding", b"gzip")])
+        assert tiny == (200, b'{"items":[],"next_cursor":null}')  # too small to gain: as it is
+        for ratio in (0.2, 0.3, 0.4):
+            client.post("/v1/jobs", json=job_body(target_ratio=ratio), headers={"X-API-Key": key})
+        plain = client.portal.call(_call, fast, "/v1/jobs", "", key)
+        for value in (b"gzip", b"br, gzip;q=0.5", b"*"):
+            sent: list[dict[str, Any]] = []
+            status, body = client.portal.call(_call, fast, "/v1/jobs", "", key, [(b"accept-encoding", value)], sent)
+            headers = dict(sent[0]["headers"])
+            assert status == 200 and headers[b"content-encoding"] == b"gzip" and headers[b"vary"] == b"Accept-Encoding"
+            assert gzip.decompress(body) == plain[1] and len(body) < len(plain[1]) / 3
+        for value in (b"identity", b"gzip;q=0", b"gzip;q=0, *"):
+            assert client.portal.call(_call, fast, "/v1/jobs", "", key, [(b"accept-encoding", value)]) == plain
+        assert accepts_gzip(b"GZIP") and not accepts_gzip(b"deflate") and not accepts_gzip(b"*;q=0")
+        # What HTTP clients send by default (httpx here) gets the same JSON, decoded by the client.
+        response = client.get("/v1/jobs", headers={"X-API-Key": key})
+        assert response.headers["content-encoding"] == "gzip" and response.content == plain[1]
 
 
 def test_fast_reads_wait_for_an_in_flight_slot_like_every_request(tmp_path: Path) -> None:

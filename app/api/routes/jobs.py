@@ -120,8 +120,10 @@ async def list_jobs(
 ) -> JsonBytes:
     # app.api.fastreads answers the usual requests before they get here, with the same jobreads call.
     after = decode_cursor(cursor) if cursor else None
-    return JsonBytes(await jobreads.job_page(db, tenant_id=tenant.id, status=status_filter.value if status_filter else None,
-                                             method=method.value if method else None, limit=limit, after=after))
+    page = await jobreads.job_page(db, tenant_id=tenant.id, status=status_filter.value if status_filter else None,
+                                   method=method.value if method else None, limit=limit, after=after)
+    # Vary: app.api.fastreads answers the same URL gzipped to clients that accept it.
+    return JsonBytes(page.body, headers={"Vary": "Accept-Encoding"})
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND, summary="One job with progress and metrics")
