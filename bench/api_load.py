@@ -126,15 +126,16 @@ def http_phases(service: Service, args: argparse.Namespace) -> list[dict[str, ob
                 continue
             label = f"{name}@{concurrency}"
             profile = label if args.profile_dir and label in args.profile else None
+            speed = machine_speed_ms()  # just before: the VM's speed drifts within a run too
             result, cpu = measure(service, account, method, path, body, concurrency, args, profile)
             row = {"endpoint": name, "connections": concurrency, **result.summary(), **cpu,
-                   "load_avg_1m": os.getloadavg()[0]}
+                   "load_avg_1m": os.getloadavg()[0], "speed_ms": speed}
             rows.append(row)
             print(f"{name:<18} c={concurrency:<3} {row['requests']:>6} req {row['rps']:8.1f} req/s  "
                   f"p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms  errors {row['errors']} "
                   f"{row['statuses']} | CPU ms/req api {cpu['api_cpu_ms_per_req']:.2f} pg {cpu['pg_cpu_ms_per_req']:.2f} "
                   f"client {cpu['client_cpu_ms_per_req']:.2f}, new pg sessions {cpu['pg_new_sessions']} "
-                  f"| load {row['load_avg_1m']:.1f}", flush=True)
+                  f"| load {row['load_avg_1m']:.1f} | speed {speed:.1f} ms", flush=True)
     account.close()
     return rows
 
@@ -212,6 +213,20 @@ def _code_version() -> dict[str, object]:
             "uncommitted": git("status", "--porcelain", "--", "app", "worker", "compression/specs").splitlines()}
 
 
+def machine_speed_ms() -> float:
+    """The best of 5 timings of a fixed pure-Python loop, on an idle machine. The 2-core VM's speed
+    drifts by 10-30 % between runs (the same code's CPU per request moves with it), so a table is
+    read together with this number."""
+    def loop() -> float:
+        start = time.perf_counter()
+        total = 0
+        for i in range(300_000):
+            total += i % 7
+        return (time.perf_counter() - start) * 1000
+
+    return min(loop() for _ in range(5))
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2 = cores)")
@@ -251,7 +266,8 @@ def main() -> int:
     if args.rate and args.client != "raw":
         raise SystemExit("--rate (paced mode) needs --client raw")
     load_before = os.getloadavg()
-    print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} "
+    speed_before = machine_speed_ms()
+    print(f"machine speed: {speed_before:.1f} ms for a fixed Python loop (lower is faster); load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} "
           f"({os.cpu_count()} cpus); app {args.app}; API processes: {args.workers} ({args.listen}); client: {args.client} (Accept-Encoding: {args.accept_encoding or 'none'}); "
           f"rate limit raised to {BENCH_RATE_LIMIT_PER_MINUTE}/min per key", flush=True)
     queue = None
@@ -262,12 +278,15 @@ def main() -> int:
         rows = http_phases(service, args)
         if args.queue_jobs > 0:
             queue = queue_latency(stack, service, args.queue_jobs, args.queue_timeout)
+    speed_after = machine_speed_ms()
     print_table(rows, queue)
+    print(f"machine speed after: {speed_after:.1f} ms (before: {speed_before:.1f})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "command": " ".join(sys.argv), "when": datetime.now().astimezone().isoformat(timespec="seconds"),
         "code": _code_version(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_before": load_before,
+                    "speed_ms_before": speed_before, "speed_ms_after": speed_after,
                     "load_avg_after": os.getloadavg()},
         "settings": {"app": args.app, "uvicorn_workers": args.workers, "listen": args.listen, "overrides": args.set, "client": args.client, "accept_encoding": args.accept_encoding, "rate": args.rate,
                      "seconds": args.seconds,
