@@ -196,3 +196,42 @@ def test_kept_pages_match_their_rows_and_stay_within_their_memory() -> None:
     big = Page(b'{"items":[' + b'{"id":"0123"},' * 200 + b"]}")
     assert big.gzipped() is big.gzipped() and gzip.decompress(big.gzipped() or b"") == big.body  # made once
     assert Page(b"x" * 1023).gzipped() is None
+
+
+def test_libpq_reads_round_trip_parameters_and_types_and_survive_a_failed_query() -> None:
+    """app.core.pgreads talks to libpq itself: text parameters (arrays quoted), typed columns, and a
+    statement error that leaves the next read working."""
+    import psycopg
+    from sqlalchemy import ARRAY, DateTime, Integer, String, bindparam, func, literal_column, select
+
+    from app.core.adb import _json_loads
+    from app.core.pgreads import PgReads
+    from tests.service.support.infra import fresh_postgres_database
+
+    scalars = select(
+        bindparam("n", type_=Integer).label("n"), bindparam("s", type_=String).label("s"),
+        bindparam("t", type_=DateTime(timezone=True)).label("t"), literal_column("true").label("flag"),
+        bindparam("none", type_=String).label("none"), literal_column("'{\"a\": [1, 2]}'::json").label("j"))
+    tags = select(func.unnest(bindparam("tags", type_=ARRAY(String))).label("tag"))
+    failing = select(literal_column("1 / 0").label("x"))
+    when = datetime(2026, 11, 23, 19, 0, 0, 123456, tzinfo=UTC)
+    odd = ["plain", 'quo"te', "back\\slash", "com,ma", "{brace}", "", "é"]
+
+    async def reads(url: str) -> None:
+        reads = PgReads(url, 2, _json_loads)
+        try:
+            row, = await reads.read(scalars, {"n": 7, "s": "it's", "t": when, "none": None})
+            assert row == (7, "it's", when, True, None, {"a": [1, 2]}) and row.t.tzinfo is not None
+            assert [r.tag for r in await reads.read(tags, {"tags": odd})] == odd
+            try:
+                await reads.read(failing)
+            except psycopg.errors.DivisionByZero:
+                pass
+            else:
+                raise AssertionError("a failing statement must raise its own error")
+            assert [r.tag for r in await reads.read(tags, {"tags": ["again"]})] == ["again"]
+        finally:
+            await reads.close()
+
+    with fresh_postgres_database() as url:
+        asyncio.run(reads(url))
