@@ -35,7 +35,7 @@ from app.api import jobreads
 from app.api.deps import tenant_for_key
 from app.api.jobcache import Page
 from app.api.middleware import RequestMetrics, RequestSlots
-from app.api.validation import decode_cursor
+from app.api.validation import JOB_ID, decode_cursor
 from app.crud import Cursor
 from app.jobstates import JobStatus
 from compression.specs import Method
@@ -131,7 +131,7 @@ class FastReads:
         path: str = scope["path"]
         if path == "/v1/jobs":
             template = "/v1/jobs"
-        elif path.startswith(_PREFIX) and jobreads.JOB_ID.fullmatch(path, len(_PREFIX)):
+        elif path.startswith(_PREFIX) and JOB_ID.fullmatch(path, len(_PREFIX)):
             template = "/v1/jobs/{job_id}"
         else:
             return False

@@ -9,7 +9,6 @@ not per request.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -19,15 +18,12 @@ from sqlalchemy import ARRAY, Select, String, and_, any_, bindparam, literal_col
 
 from app.api.jobcache import Page, RenderedJobs, RenderedPages
 from app.api.jobjson import JOB_JSON_SQL, dumps, job_json
-from app.api.validation import encode_cursor
+from app.api.validation import JOB_ID, encode_cursor
 from app.core.adb import AsyncDatabase
 from app.crud import Cursor
 from app.models import Job
 
 _JOBS = Job.__table__
-# Ids are uuid4 hex; anything else (NUL bytes, 10 kB, odd characters) cannot exist, so it is a 404
-# without a query (PostgreSQL would refuse a NUL byte with an error, not an empty result).
-JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # What JobOut shows, nothing more (not worker, heartbeat_at, idempotency_key, request_hash).
 _SHOWN = [_JOBS.c[name] for name in (
     "id", "status", "model", "revision", "method", "target_ratio", "spec", "progress_stage", "progress_fraction",
@@ -41,6 +37,7 @@ _ONE_BODY = select(_BODY).where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.tenan
 
 
 def plausible_id(job_id: str) -> bool:
+    """Whether the id could exist at all; one that cannot is a 404 without a query."""
     return JOB_ID.fullmatch(job_id) is not None
 
 

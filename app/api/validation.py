@@ -15,6 +15,10 @@ from app.core.config import Settings
 from app.crud import Cursor
 from compression.specs import JobSpec
 
+# Job ids are uuid4 hex; anything else (NUL bytes, 10 kB, odd characters) cannot exist. Checked before
+# any query: PostgreSQL refuses a NUL byte with an error, not an empty result.
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
 
 def field_error(loc: tuple[str | int, ...], message: str, kind: str = "value_error") -> RequestValidationError:
     """A 422 shaped like FastAPI's own, naming the offending field."""
@@ -55,7 +59,7 @@ def decode_cursor(cursor: str) -> Cursor:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         created = datetime.fromisoformat(data["t"])
         job_id = str(data["id"])
-        if created.tzinfo is None or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", job_id):  # no NUL for PostgreSQL
+        if created.tzinfo is None or not JOB_ID.fullmatch(job_id):  # no NUL for PostgreSQL
             raise ValueError
     except (ValueError, KeyError, TypeError):
         raise field_error(("query", "cursor"), "invalid cursor: pass back next_cursor from the previous page "
