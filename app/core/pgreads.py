@@ -27,7 +27,6 @@ import logging
 from collections import namedtuple
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from functools import lru_cache
 from typing import Any, Callable
 
 import psycopg
@@ -38,7 +37,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 log = logging.getLogger(__name__)
-_DIALECT = PGDialect_psycopg()
 _NUMBERED = PGDialect_psycopg(paramstyle="numeric_dollar")  # $1, $2: what libpq's prepared statements take
 # Column decoders by type OID; any other type comes back as text.
 _INTEGERS = {20, 21, 23, 26, 28}  # int8, int2, int4, oid, xid
@@ -56,7 +54,7 @@ class _Statement:
     """A Core statement as libpq takes it: $n SQL, the names of its parameters in order, a name to
     prepare it under (the same on every connection)."""
 
-    __slots__ = ("query", "sql", "names", "name")
+    __slots__ = ("query", "sql", "names", "name", "shape")
 
     def __init__(self, query: Executable, number: int) -> None:
         compiled = query.compile(dialect=_NUMBERED)
@@ -64,6 +62,8 @@ class _Statement:
         self.sql = str(compiled).encode()
         self.names = tuple(compiled.positiontup or ())
         self.name = b"spectra_read_%d" % number
+        # Its rows' named-tuple type and column decoders, from its first result (always the same columns).
+        self.shape: tuple[Any, list[Callable[[bytes], Any]]] | None = None
 
 
 class _Connection:
@@ -88,11 +88,6 @@ def _param(value: Any) -> bytes | None:
         items = (str(item).replace("\\", "\\\\").replace('"', '\\"') for item in value)
         return ("{" + ",".join(f'"{item}"' for item in items) + "}").encode()
     return str(value).encode()
-
-
-@lru_cache(maxsize=64)
-def _row_type(names: tuple[str, ...]) -> Any:
-    return namedtuple("Row", names)  # type: ignore[misc]
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -122,7 +117,11 @@ class PgReads:
         return _Connection(conn)
 
     async def _fetch(self, statement: _Statement, params: Mapping[str, Any] | None) -> Sequence[Any]:
-        values = [_param((params or {}).get(name)) for name in statement.names]
+        given = params or {}
+        missing = [name for name in statement.names if name not in given]
+        if missing:  # as psycopg refused it: never a silent NULL
+            raise psycopg.ProgrammingError(f"query parameters missing: {', '.join(missing)}")
+        values = [_param(given[name]) for name in statement.names]
         held = self._idle.pop() if self._idle else await self._connect()
         try:
             pgconn = held.conn.pgconn
@@ -131,7 +130,7 @@ class PgReads:
                 await self._result(pgconn)
                 held.prepared.add(statement.name)
             pgconn.send_query_prepared(statement.name, values)
-            rows = self._rows(await self._result(pgconn))
+            rows = self._rows(statement, await self._result(pgconn))
         except BaseException:
             await held.conn.close()  # never hand out a connection in an unknown state
             raise
@@ -174,12 +173,14 @@ class PgReads:
             else:
                 loop.remove_reader(fd)
 
-    def _rows(self, result: pq.abc.PGresult) -> list[Any]:
+    def _rows(self, statement: _Statement, result: pq.abc.PGresult) -> list[Any]:
         if result.status != pq.ExecStatus.TUPLES_OK:
             return []
         fields = range(result.nfields)
-        row_type = _row_type(tuple((result.fname(i) or b"").decode() for i in fields))
-        decoders = [self._decoder(result.ftype(i)) for i in fields]
+        if statement.shape is None:
+            statement.shape = (namedtuple("Row", [(result.fname(i) or b"").decode() for i in fields]),  # type: ignore[misc]
+                               [self._decoder(result.ftype(i)) for i in fields])
+        row_type, decoders = statement.shape
         get = result.get_value
         rows = []
         for r in range(result.ntuples):

@@ -230,6 +230,12 @@ def test_libpq_reads_round_trip_parameters_and_types_and_survive_a_failed_query(
             else:
                 raise AssertionError("a failing statement must raise its own error")
             assert [r.tag for r in await reads.read(tags, {"tags": ["again"]})] == ["again"]
+            try:
+                await reads.read(tags, {})
+            except psycopg.ProgrammingError as exc:  # as psycopg itself refuses it, never a NULL
+                assert "tags" in str(exc)
+            else:
+                raise AssertionError("a missing parameter must be refused")
         finally:
             await reads.close()
 
