@@ -13,6 +13,55 @@ from compression.hooks import calibration_mode, first_tensor, forward_hooks, run
 STATS = ("gram", "abs_mean", "abs_max")
 
 
+class InputStatistics:
+    """Accumulates one statistic of each named module's input over every forward it sees.
+
+    Shared by the whole-model pass (collect_input_stats) and the layer-streaming engine, so both
+    accumulate in exactly the same order and dtypes.
+    """
+
+    def __init__(self, names, stat: str = "gram", dtype: torch.dtype = torch.float32):
+        if stat not in STATS:
+            raise InvalidInput(f"unknown activation statistic '{stat}'; choose one of {', '.join(STATS)}")
+        self.stat, self.dtype = stat, dtype
+        self.acc: dict[str, torch.Tensor] = {}
+        self.tokens: dict[str, int] = {name: 0 for name in names}
+
+    def hook(self, name: str):
+        def hook(module: nn.Module, args: tuple, output) -> None:
+            self.add(name, first_tensor(args))
+
+        return hook
+
+    def add(self, name: str, x: torch.Tensor) -> None:
+        acc, dtype = self.acc, self.dtype
+        x = x.detach()
+        x = x.reshape(-1, x.shape[-1])
+        self.tokens[name] += x.shape[0]
+        if self.stat == "gram":
+            # One batch's product in float32 (fast everywhere, as the SVD-LLM code does), the
+            # running sum over batches in `dtype`, where float64 keeps many batches exact.
+            x32 = x.float()
+            update = (x32.T @ x32).to(dtype)
+            acc[name] = update if name not in acc else acc[name].add_(update)
+            return
+        x = x.to(dtype)
+        if self.stat == "abs_mean":
+            update = x.abs().sum(dim=0)
+            acc[name] = update if name not in acc else acc[name].add_(update)
+        else:
+            update = x.abs().amax(dim=0)
+            acc[name] = update if name not in acc else torch.maximum(acc[name], update)
+
+    def result(self) -> dict[str, torch.Tensor]:
+        missing = [name for name in self.tokens if name not in self.acc]
+        if missing:
+            raise RuntimeError(f"modules {missing} never ran during calibration; are they part of the model?")
+        if self.stat == "abs_mean":
+            return {name: value / self.tokens[name] for name, value in self.acc.items()}
+        return self.acc
+
+
 def collect_input_stats(
     model: nn.Module,
     modules: dict[str, nn.Module],
@@ -35,40 +84,9 @@ def collect_input_stats(
     forward pass is cut short once that module (e.g. a decoder layer) has run, which makes
     layer-by-layer methods cost O(layer) instead of O(model) per step.
     """
-    if stat not in STATS:
-        raise InvalidInput(f"unknown activation statistic '{stat}'; choose one of {', '.join(STATS)}")
+    stats = InputStatistics(modules, stat, dtype)
     if calibration is None or calibration.numel() == 0:
         raise InvalidInput("this method needs calibration data, but none was given")
-    acc: dict[str, torch.Tensor] = {}
-    tokens: dict[str, int] = {name: 0 for name in modules}
-
-    def factory(name: str):
-        def hook(module: nn.Module, args: tuple, output) -> None:
-            x = first_tensor(args).detach()
-            x = x.reshape(-1, x.shape[-1])
-            tokens[name] += x.shape[0]
-            if stat == "gram":
-                # One batch's product in float32 (fast everywhere, as the SVD-LLM code does), the
-                # running sum over batches in `dtype`, where float64 keeps many batches exact.
-                x32 = x.float()
-                update = (x32.T @ x32).to(dtype)
-                acc[name] = update if name not in acc else acc[name].add_(update)
-                return
-            x = x.to(dtype)
-            if stat == "abs_mean":
-                update = x.abs().sum(dim=0)
-                acc[name] = update if name not in acc else acc[name].add_(update)
-            else:
-                update = x.abs().amax(dim=0)
-                acc[name] = update if name not in acc else torch.maximum(acc[name], update)
-
-        return hook
-
-    with calibration_mode(model), forward_hooks(modules, factory), stop_forward_after(stop_after):
+    with calibration_mode(model), forward_hooks(modules, stats.hook), stop_forward_after(stop_after):
         run_batches(model, calibration, device, batch_size, progress)
-    missing = [name for name in modules if name not in acc]
-    if missing:
-        raise RuntimeError(f"modules {missing} never ran during calibration; are they part of the model?")
-    if stat == "abs_mean":
-        return {name: value / tokens[name] for name, value in acc.items()}
-    return acc
+    return stats.result()

@@ -124,6 +124,51 @@ def preload_transformers() -> None:
         importlib.import_module(f"transformers.{module}")
 
 
+@dataclass
+class LocatedModel:
+    """A model's folder (local, or the hub snapshot of one commit) and its parsed config; no weights read."""
+
+    ref: str
+    folder: Path
+    config: Any
+    arch: ArchSpec
+    local: bool
+    source: dict[str, Any]
+    hub: dict[str, Any]  # extra from_pretrained arguments that pin a hub load to the resolved commit
+
+    @property
+    def where(self) -> Any:
+        return self.folder if self.local else self.ref
+
+
+def locate_model(ref: str, revision: str | None = None, *, model_roots: Sequence[Path] = (),
+                 cache_dir: Path | None = None) -> LocatedModel:
+    """Resolve ref (+ revision) to its folder and config, refusing paths outside the roots and unknown types."""
+    local = resolve_local(ref, model_roots)
+    if local is not None and revision:
+        raise InvalidInput("revision applies to hub ids only; a local model folder has no revisions")
+    snapshot = local if local is not None else _hub_snapshot(ref, revision, cache_dir)
+    config = _read_config(snapshot)
+    commit = snapshot.name
+    # Hub loads are pinned to the commit just resolved, so config and weights cannot come from two revisions.
+    hub = {} if local is not None else {"revision": commit, "cache_dir": cache_dir}
+    if local is not None:
+        source = {"kind": "local", "ref": ref, "path": str(local)}
+    else:
+        source = {"kind": "hub", "ref": ref, "revision": revision, "commit": commit}
+    return LocatedModel(ref=ref, folder=snapshot, config=config, arch=arch_for(config.model_type),
+                        local=local is not None, source=source, hub=hub)
+
+
+def load_tokenizer(located: LocatedModel) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(located.where, trust_remote_code=False, **located.hub)
+    except OSError as exc:
+        raise ModelNotFound(f"model '{located.ref}' could not be loaded: {exc}") from None
+
+
 def load_model(
     ref: str,
     revision: str | None = None,
@@ -134,32 +179,19 @@ def load_model(
     device: str | torch.device = "auto",
 ) -> LoadedModel:
     """Load model + tokenizer, check the architecture is supported, move to device, eval mode."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    local = resolve_local(ref, model_roots)
-    if local is not None and revision:
-        raise InvalidInput("revision applies to hub ids only; a local model folder has no revisions")
-    snapshot = local if local is not None else _hub_snapshot(ref, revision, cache_dir)
-    config = _read_config(snapshot)
-    arch = arch_for(config.model_type)
+    located = locate_model(ref, revision, model_roots=model_roots, cache_dir=cache_dir)
     torch_dtype, dev = resolve_dtype(dtype), resolve_device(device)
-    commit = snapshot.name
-    where: Any = local if local is not None else ref
-    # Hub loads are pinned to the commit just resolved, so config and weights cannot come from two revisions.
-    hub = {} if local is not None else {"revision": commit, "cache_dir": cache_dir}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            where, config=config, dtype=torch_dtype, trust_remote_code=False, **hub
+            located.where, config=located.config, dtype=torch_dtype, trust_remote_code=False, **located.hub
         )
-        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **hub)
     except OSError as exc:
         raise ModelNotFound(f"model '{ref}' could not be loaded: {exc}") from None
+    tokenizer = load_tokenizer(located)
     model.to(dev).eval()
-    if local is not None:
-        source = {"kind": "local", "ref": ref, "path": str(local)}
-    else:
-        source = {"kind": "hub", "ref": ref, "revision": revision, "commit": commit}
-    return LoadedModel(model=model, tokenizer=tokenizer, arch=arch, source=source)
+    return LoadedModel(model=model, tokenizer=tokenizer, arch=located.arch, source=located.source)
 
 
 def max_positions(model: nn.Module) -> int | None:

@@ -25,7 +25,10 @@ from compression.calibration import CALIBRATION_FILES, EVAL_FILES, calibration_w
 from compression.errors import Cancelled, InvalidInput, RatioNotReached
 from compression.evaluation import StageTimer, peak_memory, perplexity, reset_peak_memory
 from compression.export import export
-from compression.models import LoadedModel, load_model, max_positions, resolve_device
+from compression.execution.choice import Execution, requested_execution, resolve_mode
+from compression.execution.engine import spec_digest
+from compression.execution.workfolder import WorkFolder
+from compression.models import load_model, locate_model, max_positions, resolve_device, resolve_dtype
 from compression.specs import JobSpec
 from compression.surgery import count_params, decoder_linear_params
 
@@ -40,6 +43,10 @@ class RunSettings:
     data_roots: tuple[Path, ...] = ()
     cache_dir: Path | None = None
     ratio_tolerance: float = 0.01
+    # Where each finished decoder layer's result is kept (compression.execution.workfolder). A rerun
+    # with the same folder and spec continues after the last finished layer. None: no resume (a
+    # sequential run then uses a temporary folder, removed at the end).
+    work_dir: Path | None = None
 
 
 @dataclass
@@ -136,8 +143,12 @@ def run(
     settings: RunSettings,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    execution: Execution | None = None,
 ) -> RunResult:
-    """Compress spec.model as spec says and write the artifact folder at out_dir."""
+    """Compress spec.model as spec says and write the artifact folder at out_dir.
+
+    `execution` overrides the spec's execution choice (resident or sequential, offload cpu or disk).
+    """
     from compression import methods
 
     spec = spec if isinstance(spec, JobSpec) else JobSpec.model_validate(spec)
@@ -152,21 +163,78 @@ def run(
     if spec.calibration.source == "file" and compressor.info.requires_calibration:
         check_user_file(spec.calibration.path or "", settings.data_roots)  # fail before loading a model
     stages = _Stages(progress, should_stop, device)
+    chosen = requested_execution(spec, execution)
     try:
         with seeded(spec.seed, device):
-            return _run(spec, out_dir, settings, compressor, stages, device)
+            return _run(spec, out_dir, settings, compressor, stages, device, chosen)
     except BaseException:
         shutil.rmtree(out_dir.with_name(out_dir.name + ".partial"), ignore_errors=True)
         raise
 
 
+class _Resident:
+    """The whole model loaded on the device (the default execution)."""
+
+    layers = None
+
+    def __init__(self, spec: JobSpec, settings: RunSettings, device: torch.device):
+        lm = load_model(spec.model, spec.revision, model_roots=settings.model_roots,
+                        cache_dir=settings.cache_dir, dtype=spec.dtype, device=device)
+        self.model, self.tokenizer, self.arch, self.source, self.device = lm.model, lm.tokenizer, lm.arch, \
+            lm.source, device
+
+    def perplexity(self, tokens: torch.Tensor, seq_len: int, max_windows: int | None, batch_size: int, *,
+                   dense: bool, progress: Progress | None = None) -> float:
+        return perplexity(self.model, tokens, seq_len, max_windows, batch_size, self.device, progress=progress)
+
+    def export_model(self) -> torch.nn.Module:
+        return self.model
+
+
+def _open(spec: JobSpec, settings: RunSettings, device: torch.device, chosen: Execution,
+          work_root: Path | None) -> tuple[Any, WorkFolder | None, str]:
+    """The model to compress (resident or streamed) and the work folder of this run (None: none)."""
+    located = locate_model(spec.model, spec.revision, model_roots=settings.model_roots, cache_dir=settings.cache_dir)
+    mode = resolve_mode(chosen, spec, located)
+    digest = spec_digest({"spec": spec.model_dump(mode="json"), "mode": mode})
+    if mode == "resident":
+        work = WorkFolder(work_root, digest) if work_root is not None else None
+        return _Resident(spec, settings, device), work, mode
+    from compression.execution.session import StreamedSession
+
+    assert work_root is not None
+    work = WorkFolder(work_root, digest)
+    session = StreamedSession(located, dtype=resolve_dtype(spec.dtype), device=device, offload=chosen.offload,
+                              work=work, cache_dir=settings.cache_dir)
+    return session, work, mode
+
+
 def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, stages: _Stages,
-         device: torch.device) -> RunResult:
+         device: torch.device, chosen: Execution) -> RunResult:
+    import tempfile
+
     from compression.methods import CompressionContext
 
+    scratch = None
+    work_root = settings.work_dir
+    if work_root is None and chosen.mode != "resident":
+        scratch = Path(tempfile.mkdtemp(prefix="spectra-layers-"))
+        work_root = scratch
+    try:
+        return _run_opened(spec, out_dir, settings, compressor, stages, device, chosen, work_root,
+                           CompressionContext)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_opened(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, stages: _Stages,
+                device: torch.device, chosen: Execution, work_root: Path | None, CompressionContext: Any
+                ) -> RunResult:
     with stages.stage("load", f"loading {spec.model}"):
-        lm: LoadedModel = load_model(spec.model, spec.revision, model_roots=settings.model_roots,
-                                     cache_dir=settings.cache_dir, dtype=spec.dtype, device=device)
+        lm, work, mode = _open(spec, settings, device, chosen, work_root)
+    if mode != "resident" and not getattr(compressor, "layerwise", False):
+        raise InvalidInput(f"{spec.method.value} does not run layer by layer yet; use execution mode 'resident'")
     model, limit = lm.model, max_positions(lm.model)
     if spec.evaluation.enabled and limit is not None and spec.evaluation.seq_len > limit:
         raise InvalidInput(f"evaluation.seq_len {spec.evaluation.seq_len} exceeds the model's maximum of {limit}")
@@ -181,8 +249,8 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
     with stages.stage("evaluate_before", f"perplexity on {ev.corpus}" if ev.enabled else "evaluation disabled"):
         if ev.enabled:
             tokens = eval_tokens(lm.tokenizer, ev.corpus, settings.data_dir)
-            ppl_before = perplexity(model, tokens, ev.seq_len, ev.max_windows, ev.batch_size, device,
-                                    progress=stages.reporter("evaluate_before"))
+            ppl_before = lm.perplexity(tokens, ev.seq_len, ev.max_windows, ev.batch_size, dense=True,
+                                       progress=stages.reporter("evaluate_before"))
 
     params_before, linear_before = count_params(model), decoder_linear_params(model, lm.arch)
     with stages.stage("compress", f"{spec.method.value} toward ratio {spec.target_ratio}"):
@@ -190,6 +258,7 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
             model=model, tokenizer=lm.tokenizer, arch=lm.arch, options=spec.method_options(),
             target_ratio=spec.target_ratio, calibration=calib, device=device, seed=spec.seed,
             data_dir=settings.data_dir, progress=stages.reporter("compress"), should_stop=stages.should_stop,
+            layers=lm.layers, work=work,
         )
         method_report = compressor.compress(ctx)
     params_after, linear_after = count_params(model), decoder_linear_params(model, lm.arch)
@@ -203,8 +272,8 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
     ppl_after = None
     with stages.stage("evaluate_after", f"perplexity on {ev.corpus}" if ev.enabled else "evaluation disabled"):
         if ev.enabled and tokens is not None:
-            ppl_after = perplexity(model, tokens, ev.seq_len, ev.max_windows, ev.batch_size, device,
-                                   progress=stages.reporter("evaluate_after"))
+            ppl_after = lm.perplexity(tokens, ev.seq_len, ev.max_windows, ev.batch_size, dense=False,
+                                      progress=stages.reporter("evaluate_after"))
 
     report: dict[str, Any] = {
         "method": spec.method.value, "target_ratio": spec.target_ratio,
@@ -216,12 +285,13 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
         "calibration": _calibration_record(spec, calib),
         "spec": spec.model_dump(mode="json"), "method_details": method_report.details,
         "source": lm.source, "device": str(device), "versions": versions(),
+        "execution": {"mode": mode, "offload": chosen.offload if mode == "sequential" else None},
     }
     with stages.stage("export", f"writing {out_dir.name}"):
         # compression.json is written inside this stage, so it lists every stage's time but export's own.
         report["metrics"].update(seconds=dict(stages.timer.seconds), peak_memory_bytes=max(stages.peaks.values()),
                                  peak_memory_by_stage=dict(stages.peaks), peak_memory_kind=stages.peak_kind)
-        files = export(model, lm.tokenizer, out_dir, report=report, dense=spec.export.dense,
+        files = export(lm.export_model(), lm.tokenizer, out_dir, report=report, dense=spec.export.dense,
                        dtype=spec.export.dtype, extra_files=method_report.files)
     report["metrics"]["seconds"] = dict(stages.timer.seconds)
     report["metrics"]["peak_memory_by_stage"] = dict(stages.peaks)

@@ -69,7 +69,7 @@ def count_params(model: nn.Module) -> int:
     seen: set[int] = set()
     total = 0
     for p in model.parameters():  # parameters() already de-duplicates shared Parameter objects
-        key = p.data_ptr() if p.numel() else id(p)
+        key = p.data_ptr() if p.numel() and not p.is_meta else id(p)  # meta: a streamed model's skeleton
         if key in seen:
             continue
         seen.add(key)

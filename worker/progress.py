@@ -17,6 +17,7 @@ from types import TracebackType
 
 from app import crud
 from compression.errors import Cancelled
+from compression.execution.choice import RESUMED
 from app.core.db import session_scope
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ class JobTracker:
         """Write progress (throttled); a new stage is written at once and logged as a job event."""
         now = self._clock()
         new_stage = stage != self._stage
+        if message and message.startswith(RESUMED):  # where a re-delivered job picked up: always an event
+            self._event(message, {"stage": stage, "message": message})
         if not new_stage and now - self._last_write < self._min_interval:
             return
         self._stage = stage
@@ -110,6 +113,13 @@ class JobTracker:
                                    data={"stage": stage, "message": message})
         except Exception:  # progress is best effort; the job itself must not fail over it
             log.warning("progress write for job %s failed", self.job_id, exc_info=True)
+
+    def _event(self, message: str, data: dict) -> None:
+        try:
+            with session_scope(self._url) as session:
+                crud.add_event(session, job_id=self.job_id, kind="message", message=message, data=data)
+        except Exception:
+            log.warning("event write for job %s failed", self.job_id, exc_info=True)
 
     def should_stop(self) -> bool:
         """True once the user cancelled, the time limit passed or the job was taken from this worker."""

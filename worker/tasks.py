@@ -73,8 +73,13 @@ def compress(self: Any, job_id: str) -> str:
 def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, Any], tenant_id: int,
              attempt: int) -> Failure | None:
     """Run, upload and publish; returns how the attempt failed, or None once the job is published."""
+    # The attempt's own folder (the artifact being written) starts empty; the job's layer folder
+    # (finished decoder layers) is named by the job alone, so an attempt re-delivered to this machine
+    # after a SIGKILL or OOM kill continues from the last finished layer instead of from zero.
     work = Path(settings.home) / "work" / f"{job_id}-{attempt}"
+    layers = Path(settings.home) / "work" / f"{job_id}-layers"
     shutil.rmtree(work, ignore_errors=True)
+    failure: Failure | None = None
     tracker = JobTracker(database_url=settings.database_url, job_id=job_id, worker=worker,
                          heartbeat_seconds=settings.heartbeat_seconds,
                          time_limit_seconds=settings.job_time_limit_seconds)
@@ -85,27 +90,38 @@ def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, An
                 from compression.run import RunSettings, run  # torch: loaded only in a worker, only here
 
                 run_settings = RunSettings(model_roots=tuple(settings.model_roots), data_dir=settings.data_dir,
-                                           data_roots=tuple(settings.data_roots), cache_dir=settings.hf_cache_dir)
+                                           data_roots=tuple(settings.data_roots), cache_dir=settings.hf_cache_dir,
+                                           work_dir=layers)
                 with job_memory_cap(settings.worker_job_memory_mb):
                     result = run(JobSpec.model_validate(spec), work / "out", settings=run_settings,
                                  progress=tracker.progress, should_stop=tracker.should_stop)
             except Cancelled:
-                return _stopped(tracker)
+                failure = _stopped(tracker)
+                return failure
             except SoftTimeLimitExceeded:
-                return Failure("time_limit", tracker.time_limit_message())
+                failure = Failure("time_limit", tracker.time_limit_message())
+                return failure
             except Exception as exc:  # every other error ends the attempt with a recorded reason
                 log.warning("job %s failed", job_id, exc_info=True)
-                return classify(exc)
+                failure = classify(exc)
+                return failure
             if tracker.should_stop():  # cancelled or taken over after the last layer
-                return _stopped(tracker)
+                failure = _stopped(tracker)
+                return failure
             tracker.record("upload", 0.0, "uploading the artifact")
-            return _upload_and_publish(settings, job_id=job_id, worker=worker, tenant_id=tenant_id,
-                                       attempt=attempt, out_dir=Path(result.out_dir), report=result.report,
-                                       wall_seconds=time.monotonic() - started)
+            failure = _upload_and_publish(settings, job_id=job_id, worker=worker, tenant_id=tenant_id,
+                                          attempt=attempt, out_dir=Path(result.out_dir), report=result.report,
+                                          wall_seconds=time.monotonic() - started)
+            return failure
     except SoftTimeLimitExceeded:
-        return Failure("time_limit", tracker.time_limit_message())
+        failure = Failure("time_limit", tracker.time_limit_message())
+        return failure
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        # Finished layers are kept only for an attempt that never got here (killed); a job another
+        # worker took over may still be using them, so a lost attempt leaves them too.
+        if failure is None or failure.code != "lost":
+            shutil.rmtree(layers, ignore_errors=True)
 
 
 def _stopped(tracker: JobTracker) -> Failure:

@@ -1,7 +1,9 @@
 """ASVD (arXiv 2312.05821): scale input channels by their activation magnitude before the SVD.
 
 S = diag(s)^alpha + 1e-6 with s_j = mean_t |x_j| (abs_mean, default) or max_t |x_j| (abs_max),
-measured once on the dense model. W S = U Sigma V^T is decomposed by a deterministic full SVD
+measured on the dense model: every layer's statistics come from inputs through the DENSE lower
+layers (the official code collects all scaling statistics in one pass before any change), in
+resident and streamed execution alike. W S = U Sigma V^T is decomposed by a deterministic full SVD
 (the official code's svd_lowrank is randomized), then
     in factor = sqrt(Sigma_k) V_k^T S^-1,   out factor = U_k sqrt(Sigma_k).
 
@@ -12,9 +14,11 @@ matrix and ratio, so every matrix here gets the uniform rank of the target ratio
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from compression.activations import collect_input_stats
+from compression.execution.engine import DENSE, LayerStep, LayerwiseMethod, run_layerwise
 from compression.linalg import svd, truncate
 from compression.methods.base import CompressionContext, Compressor, MethodReport, register
 from compression.methods.factorization import (
@@ -41,30 +45,36 @@ def asvd_factors(
 
 
 @register
-class ActivationAwareSVD(Compressor):
+class ActivationAwareSVD(Compressor, LayerwiseMethod):
     method = Method.ASVD
 
     def compress(self, ctx: CompressionContext) -> MethodReport:
-        options: ASVDOptions = ctx.options  # type: ignore[assignment]
-        calibration = require_calibration(ctx, "asvd")
-        plan = plan_targets(ctx, options.targets)
-        rep = input_representatives(plan)
-        modules = {t.name: t.module for t in plan if rep[t.name] == t.name}
-        stats = collect_input_stats(
-            ctx.model, modules, calibration, ctx.device, stat=options.scaling,
-            progress=lambda f, msg: ctx.progress(0.5 * f, msg),
-        )
-        layers = by_layer(plan)
+        return run_layerwise(ctx, self)
+
+    def streams(self, ctx: CompressionContext) -> dict[str, int | None]:
+        return {DENSE: None}
+
+    def begin(self, ctx: CompressionContext) -> None:
+        self.calibration = require_calibration(ctx, "asvd")
+        self.options: ASVDOptions = ctx.options  # type: ignore[assignment]
+        plan = plan_targets(ctx, self.options.targets)
+        self.rep = input_representatives(plan)
+        self.plan = by_layer(plan)
+
+    def layer(self, ctx: CompressionContext, step: LayerStep) -> dict[str, Any]:
+        targets = self.plan.get(step.index, [])
+        modules = {t.name: t.module for t in targets if self.rep[t.name] == t.name}
+        stats = step.input_statistics(modules, self.options.scaling)
         ranks: dict[str, int] = {}
-        for done, (index, targets) in enumerate(layers.items()):
-            ctx.check_stop()
-            for target in targets:
-                out_factor, in_factor = asvd_factors(
-                    weight_f32(target, ctx.device), stats[rep[target.name]], options.alpha, target.rank
-                )
-                ranks[target.name] = install(ctx, target, out_factor, in_factor)
-            ctx.progress(0.5 + 0.5 * (done + 1) / len(layers), f"layer {index}: activation-aware SVD")
+        for target in targets:
+            out_factor, in_factor = asvd_factors(
+                weight_f32(target, ctx.device), stats[self.rep[target.name]], self.options.alpha, target.rank
+            )
+            ranks[target.name] = install(ctx, target, out_factor, in_factor)
+        return {"ranks": ranks}
+
+    def finish(self, ctx: CompressionContext, records: list[dict[str, Any]]) -> MethodReport:
         return MethodReport(
-            details={"ranks": ranks, "alpha": options.alpha, "scaling": options.scaling,
-                     "calibration_windows": int(calibration.shape[0])}
+            details={"ranks": {k: v for r in records for k, v in r["ranks"].items()}, "alpha": self.options.alpha,
+                     "scaling": self.options.scaling, "calibration_windows": int(self.calibration.shape[0])}
         )

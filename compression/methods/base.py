@@ -38,6 +38,14 @@ class CompressionContext:
     data_dir: Path | None = None  # corpora folder (recovery data, etc.)
     progress: Callable[[float, str], None] = lambda fraction, message: None  # fraction of this stage
     should_stop: Callable[[], bool] = lambda: False
+    # Layer-by-layer execution (compression.execution): where layers come from (None: `model` is
+    # resident) and the work folder that keeps each finished layer for resume (None: no resume).
+    layers: Any = None
+    work: Any = None
+
+    @property
+    def streamed(self) -> bool:
+        return self.layers is not None and self.layers.streamed
 
     def check_stop(self) -> None:
         """Call between layers / blocks / steps; raises Cancelled when the caller asked to stop."""

@@ -1,15 +1,20 @@
 """ShortGPT (arXiv 2403.03853): delete the decoder layers with the lowest Block Influence.
 
-BI_i = 1 - mean_t cos(h_i, h_{i+1}) is measured once on the dense model (hooks on the layers, so
-pre-final-norm; mean over tokens, which ranks layers like the official sum when every layer sees
+BI_i = 1 - mean_t cos(h_i, h_{i+1}) is measured on the dense model: every layer's input comes
+through the DENSE lower layers, resident or streamed (the layer-wise pass reads each layer's own
+input and output, so pre-final-norm; mean over tokens, which ranks layers like the official sum when every layer sees
 the same tokens). The n lowest-BI layers go, contiguous or not. Each whole layer carries its share
 of the decoder linear parameters, so only ratios of the form (removed layers' share) are reachable.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+
 from compression.architectures import decoder_layers
-from compression.attribution import block_influence
+from compression.execution.engine import DENSE, LayerStep, LayerwiseMethod, run_layerwise
 from compression.errors import InvalidInput
 from compression.methods.base import CompressionContext, Compressor, MethodReport, register
 from compression.methods.factorization import require_calibration
@@ -38,29 +43,36 @@ def layers_to_remove(num_layers: int, target_ratio: float, requested: int | None
 
 
 @register
-class ShortGPT(Compressor):
+class ShortGPT(Compressor, LayerwiseMethod):
     method = Method.SHORTGPT
 
     def compress(self, ctx: CompressionContext) -> MethodReport:
+        return run_layerwise(ctx, self)
+
+    def streams(self, ctx: CompressionContext) -> dict[str, int | None]:
+        return {DENSE: None}
+
+    def begin(self, ctx: CompressionContext) -> None:
         options: ShortGPTOptions = ctx.options  # type: ignore[assignment]
-        calibration = require_calibration(ctx, "shortgpt")
+        self.calibration = require_calibration(ctx, "shortgpt")
         layers = decoder_layers(ctx.model, ctx.arch)
         sizes = {sum(p.numel() for p in layer.parameters()) for layer in layers}
         if len(sizes) != 1:
             raise InvalidInput("shortgpt needs decoder layers of equal size; this model's layers differ")
-        n = layers_to_remove(len(layers), ctx.target_ratio, options.num_layers)
-        ctx.check_stop()
-        scores = block_influence(
-            ctx.model, ctx.arch, calibration, ctx.device, progress=lambda f, msg: ctx.progress(0.9 * f, msg)
-        )
-        ctx.check_stop()
-        removed = sorted(scores.argsort()[:n].tolist())
+        self.n_remove = layers_to_remove(len(layers), ctx.target_ratio, options.num_layers)
+
+    def layer(self, ctx: CompressionContext, step: LayerStep) -> dict[str, Any]:
+        return {"block_influence": step.block_influence()}
+
+    def finish(self, ctx: CompressionContext, records: list[dict[str, Any]]) -> MethodReport:
+        scores = torch.tensor([r["block_influence"] for r in records], dtype=torch.float64)
+        removed = sorted(scores.argsort()[: self.n_remove].tolist())
         remove_layers(ctx.model, ctx.arch, removed)
         ctx.progress(1.0, f"removed layers {removed}")
         return MethodReport(
             details={
                 "removed_layers": removed,
                 "block_influence": [round(float(s), 6) for s in scores],
-                "calibration_windows": int(calibration.shape[0]),
+                "calibration_windows": int(self.calibration.shape[0]),
             }
         )

@@ -1,27 +1,31 @@
 """SVD-LLM (arXiv 2403.07378): truncation-aware data whitening, then SVD.
 
-Per target linear, with C = sum_t x_t x_t^T over the calibration tokens (accumulated in float64
-on the dense model) and L = cholesky(C) (float64, eigenvalue-shifted when C is singular):
+Per target linear, with C = sum_t x_t x_t^T over the calibration tokens (accumulated in float64)
+and L = cholesky(C) (float64, eigenvalue-shifted when C is singular):
     W L = U S V^T,   out factor = U_k sqrt(S_k),   in factor = sqrt(S_k) V_k^T L^-1.
 Because (L^-1 X)(L^-1 X)^T = I, the output error ||(W - W') X||_F is exactly
 sqrt(sum of the dropped S_i^2): dropping the smallest whitened singular values is loss-optimal.
 
+Inputs: the whitening statistics C come from the DENSE lower layers (the reference collects every
+layer's C in one pass over the uncompressed model before any change), in resident and streamed
+execution alike.
+
 Option `update` (SVD-LLM v1, "layer-wise closed-form update"): layer by layer, on
-`update_samples` windows propagated through the already-compressed earlier layers, keep the in
-factor B fixed and refit the out factor A = argmin ||W X_c - A B X_c||_F. With G = X_c X_c^T the
-normal equations give A = W G B^T (B G B^T)^-1, so only G (not X_c) has to be kept.
+`update_samples` windows propagated through the already-COMPRESSED lower layers (as the reference
+does), keep the in factor B fixed and refit the out factor A = argmin ||W X_c - A B X_c||_F. With
+G = X_c X_c^T the normal equations give A = W G B^T (B G B^T)^-1, so only G (not X_c) is kept.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from compression.activations import collect_input_stats
-from compression.architectures import decoder_layers
+from compression.execution.engine import COMPRESSED, DENSE, LayerStep, LayerwiseMethod, run_layerwise
 from compression.linalg import cholesky_whitening, whitened_factors
 from compression.methods.base import CompressionContext, Compressor, MethodReport, register
 from compression.methods.factorization import (
-    Target,
     by_layer,
     input_representatives,
     install,
@@ -45,47 +49,46 @@ def refit_out_factor(weight: torch.Tensor, in_factor: torch.Tensor, gram: torch.
 
 
 @register
-class SVDLLM(Compressor):
+class SVDLLM(Compressor, LayerwiseMethod):
     method = Method.SVD_LLM
 
     def compress(self, ctx: CompressionContext) -> MethodReport:
-        options: SVDLLMOptions = ctx.options  # type: ignore[assignment]
-        calibration = require_calibration(ctx, "svd_llm")
-        plan = plan_targets(ctx, options.targets)
-        rep = input_representatives(plan)
-        grams = collect_input_stats(
-            ctx.model, {t.name: t.module for t in plan if rep[t.name] == t.name}, calibration, ctx.device,
-            stat="gram", dtype=torch.float64, progress=lambda f, msg: ctx.progress(0.4 * f, f"whitening: {msg}"),
-        )
-        update_windows = calibration[: options.update_samples]
-        layers = by_layer(plan)
-        ranks: dict[str, int] = {}
-        for done, (index, targets) in enumerate(layers.items()):
-            ctx.check_stop()
-            propagated = self._propagated_grams(ctx, index, targets, rep, update_windows) if options.update else {}
-            chols: dict[str, torch.Tensor] = {}
-            for target in targets:
-                key = rep[target.name]
-                if key not in chols:
-                    chols[key] = cholesky_whitening(grams.pop(key))
-                weight = weight_f32(target, ctx.device)
-                out_factor, in_factor, _ = whitened_factors(weight, chols[key], target.rank)
-                if options.update:
-                    out_factor = refit_out_factor(weight, in_factor, propagated[key])
-                ranks[target.name] = install(ctx, target, out_factor, in_factor)
-            ctx.progress(0.4 + 0.6 * (done + 1) / len(layers), f"layer {index}: whitened SVD")
-        details = {"ranks": ranks, "update": options.update, "calibration_windows": int(calibration.shape[0])}
-        if options.update:
-            details["update_windows"] = int(update_windows.shape[0])
-        return MethodReport(details=details)
+        return run_layerwise(ctx, self)
 
-    @staticmethod
-    def _propagated_grams(
-        ctx: CompressionContext, index: int, targets: list[Target], rep: dict[str, str], windows: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        """Input Gram matrices of layer `index`'s (still dense) linears, with earlier layers compressed."""
-        modules = {t.name: t.module for t in targets if rep[t.name] == t.name}
-        layer = decoder_layers(ctx.model, ctx.arch)[index]
-        return collect_input_stats(
-            ctx.model, modules, windows, ctx.device, stat="gram", dtype=torch.float64, stop_after=layer
-        )
+    def streams(self, ctx: CompressionContext) -> dict[str, int | None]:
+        options: SVDLLMOptions = ctx.options  # type: ignore[assignment]
+        return {DENSE: None, COMPRESSED: options.update_samples} if options.update else {DENSE: None}
+
+    def begin(self, ctx: CompressionContext) -> None:
+        self.options: SVDLLMOptions = ctx.options  # type: ignore[assignment]
+        self.calibration = require_calibration(ctx, "svd_llm")
+        plan = plan_targets(ctx, self.options.targets)
+        self.rep = input_representatives(plan)
+        self.plan = by_layer(plan)
+
+    def layer(self, ctx: CompressionContext, step: LayerStep) -> dict[str, Any]:
+        targets = self.plan.get(step.index, [])
+        firsts = {t.name: t.module for t in targets if self.rep[t.name] == t.name}
+        grams = step.input_statistics(firsts, "gram", torch.float64)
+        propagated = (step.input_statistics(firsts, "gram", torch.float64, stream=COMPRESSED)
+                      if self.options.update else {})
+        chols: dict[str, torch.Tensor] = {}
+        ranks: dict[str, int] = {}
+        for target in targets:
+            key = self.rep[target.name]
+            if key not in chols:
+                chols[key] = cholesky_whitening(grams.pop(key))
+            weight = weight_f32(target, ctx.device)
+            out_factor, in_factor, _ = whitened_factors(weight, chols[key], target.rank)
+            if self.options.update:
+                out_factor = refit_out_factor(weight, in_factor, propagated[key])
+            ranks[target.name] = install(ctx, target, out_factor, in_factor)
+        return {"ranks": ranks}
+
+    def finish(self, ctx: CompressionContext, records: list[dict[str, Any]]) -> MethodReport:
+        details: dict[str, Any] = {"ranks": {k: v for r in records for k, v in r["ranks"].items()},
+                                   "update": self.options.update,
+                                   "calibration_windows": int(self.calibration.shape[0])}
+        if self.options.update:
+            details["update_windows"] = int(self.calibration[: self.options.update_samples].shape[0])
+        return MethodReport(details=details)

@@ -6,6 +6,7 @@ things. Timings: heartbeat 1 s, stale after 8 s, sweep every 2 s (tests/service/
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,3 +145,41 @@ def test_job_out_of_memory_fails_once_and_is_not_retried(faulty: Stack, s3_serve
     assert worker.alive()
     small = alice.submit_ok(FAST_JOB)  # TinyStories fits in 200 MB: the same worker completes it
     assert alice.wait_terminal(small["id"], timeout=120)["status"] == "succeeded"
+
+
+# SmolLM2's 30 layers, so a SIGKILL lands between layers; small calibration keeps each layer short.
+LAYERED_JOB: dict[str, Any] = {**FAST_JOB, "method": "svd_llm", "target_ratio": 0.2,
+                               "calibration": {"source": "tinystories", "samples": 4, "seq_len": 64},
+                               "evaluation": {"enabled": False}}
+
+
+def _finished_layer(job: dict[str, Any]) -> int:
+    match = re.match(r"layer (\d+)/30 done", (job.get("progress") or {}).get("message") or "")
+    return int(match.group(1)) if match else 0
+
+
+def test_sigkilled_worker_resumes_after_the_last_finished_layer(faulty: Stack, s3_server: S3Server) -> None:
+    """Kill the worker after layer k of a SmolLM2 svd_llm job: the re-delivered attempt says where it
+    resumed (after k, not at 1) and its weights are byte for byte those of an uninterrupted run."""
+    spec = {**LAYERED_JOB, "model": str(smollm2_dir())}
+    first = faulty.only_worker("killed-mid-layers")
+    alice = faulty.client("alice")
+    job = alice.submit_ok(spec)
+    seen = alice.wait(job["id"], lambda j: _finished_layer(j) >= 3, timeout=240, what="layer 3 to finish")
+    first.kill()
+    killed_after = _finished_layer(seen)
+    faulty.start_worker("resumer")
+    final = alice.wait_terminal(job["id"], timeout=300)
+    assert final["status"] == "succeeded" and final["attempts"] == 2, f"{final}\n{faulty.logs()}"
+    resumed = [m for m in _events(alice, job["id"]) if m.startswith("resumed at layer")]
+    assert len(resumed) == 1, _events(alice, job["id"])
+    resumed_at = int(re.match(r"resumed at layer (\d+)/30", resumed[0]).group(1))  # type: ignore[union-attr]
+    assert killed_after + 1 <= resumed_at <= 30
+    whole = alice.submit_ok(spec)  # the same spec, never interrupted
+    assert alice.wait_terminal(whole["id"], timeout=300)["status"] == "succeeded"
+    assert not any(m.startswith("resumed") for m in _events(alice, whole["id"]))
+
+    def weights(job_id: str) -> dict[str, str]:
+        return {a["name"]: a["sha256"] for a in alice.artifacts(job_id) if a["name"].endswith(".safetensors")}
+
+    assert weights(job["id"]) == weights(whole["id"]) != {}

@@ -1,0 +1,1 @@
+"""Layer-by-layer execution: see engine.py."""

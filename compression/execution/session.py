@@ -1,0 +1,55 @@
+"""A model opened for sequential execution: skeleton, lazy checkpoint, streamed evaluation, export."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compression.execution.checkpoint import CheckpointReader
+from compression.execution.evaluate import streamed_perplexity
+from compression.execution.hidden import HiddenStates
+from compression.execution.layers import StreamedLayers
+from compression.execution.skeleton import empty_model, tied_names
+from compression.execution.workfolder import WorkFolder
+from compression.models import LocatedModel, load_tokenizer
+
+WEIGHT_FILES = ["*.safetensors", "*.safetensors.index.json"]
+
+
+def checkpoint_folder(located: LocatedModel, cache_dir: Path | None) -> Path:
+    """The folder holding the safetensors: the local folder, or the hub snapshot with its weight files."""
+    if located.local:
+        return located.folder
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(located.ref, revision=located.source["commit"], cache_dir=cache_dir,
+                                  allow_patterns=WEIGHT_FILES))
+
+
+class StreamedSession:
+    def __init__(self, located: LocatedModel, *, dtype: torch.dtype, device: torch.device, offload: str,
+                 work: WorkFolder, cache_dir: Path | None):
+        self.arch, self.source, self.device, self.work = located.arch, located.source, device, work
+        self.offload = offload
+        self.tokenizer = load_tokenizer(located)
+        self.model: nn.Module = empty_model(located.config, dtype)
+        reader = CheckpointReader(checkpoint_folder(located, cache_dir), tied_names(self.model))
+        self.layers = StreamedLayers(self.model, located.arch, reader, device, dtype, offload, work)
+        self.layers.load_outer(device)
+
+    def perplexity(self, tokens: torch.Tensor, seq_len: int, max_windows: int | None, batch_size: int, *,
+                   dense: bool, progress: Callable[[float, str], None] | None = None) -> float:
+        scratch = HiddenStates(self.work.root / "eval" if self.offload == "disk" else None)
+        return streamed_perplexity(self.layers, tokens, seq_len, max_windows, batch_size, dense=dense,
+                                   scratch=scratch, progress=progress)
+
+    def export_model(self) -> nn.Module:
+        return self.layers.assemble_on_host()
+
+
+def describe(session: Any) -> dict[str, Any]:
+    return {"mode": "sequential", "offload": session.offload}
