@@ -27,7 +27,7 @@ from app.api.fastreads import FastReads
 from app.api.middleware import BodySizeLimit, HttpMetrics, InflightLimit, RequestMetrics, RequestSlots
 from app.api.auth import KeyCache
 from app.api.ratelimit import RateLimiter
-from app.api.routes import archive, downloads, health, jobs, methods
+from app.api.routes import archive, datasets, downloads, health, jobs, methods
 from app.core.config import Settings, get_settings
 from app.core.adb import API_POOL_SIZE, AsyncDatabase
 from app.metrics import AppMetrics
@@ -156,7 +156,7 @@ def create_app(settings: Settings | None = None) -> SpectraAPI:
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, redis_url=settings.broker_url)
     app.state.metrics = AppMetrics(settings)
 
-    for router in (jobs.router, archive.router, methods.router, downloads.router, health.router):
+    for router in (jobs.router, archive.router, datasets.router, methods.router, downloads.router, health.router):
         app.include_router(router)
 
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
@@ -172,7 +172,10 @@ def create_app(settings: Settings | None = None) -> SpectraAPI:
     if settings.cors_origins:  # closed unless origins are configured
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "Content-Type", "Idempotency-Key"])
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # A dataset upload is a file plus multipart framing (boundaries, part headers: well under 64 KiB);
+    # the route refuses a file over the limit itself, with the exact number.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, uploads={
+        "/v1/datasets": (settings.dataset_max_bytes + 65536, "SPECTRA_DATASET_MAX_BYTES")})
     # As many requests at once as the async pool has connections (none waits on the pool), which also
     # stays below the sync pool's size for the routes that still use it (see app.core.db).
     app.add_middleware(InflightLimit, slots=slots)

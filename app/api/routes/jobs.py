@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import crud
 from app.api import jobreads
+from app.api.datasetrefs import pin_datasets
 from app.api.deps import AUTH_RESPONSES, DbDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from app.api.jobjson import JsonBytes, job_json
 from app.api.validation import check_allowed_paths, decode_cursor, field_error
@@ -54,6 +55,7 @@ async def create_job(
 ) -> JsonBytes:
     check_allowed_paths(spec, settings)
     dumped = spec.model_dump(mode="json")
+    await pin_datasets(db, dumped, tenant.id)
     request_hash = _request_hash(dumped)
 
     def insert(session: Session) -> tuple[Job, dict[str, Any], bool]:
