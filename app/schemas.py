@@ -101,6 +101,9 @@ class MethodOut(BaseModel):
     paper: str | None
     requires_calibration: bool
     options_schema: dict[str, Any] = Field(..., description="JSON Schema of the method's `options` object")
+    execution_schema: dict[str, Any] = Field(
+        ..., description="JSON Schema of the job's `execution` object (resident or layer-by-layer, memory limits)"
+    )
 
 
 class ErrorOut(BaseModel):
