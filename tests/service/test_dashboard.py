@@ -6,6 +6,7 @@ Every page is screenshotted (tmp folder, and SPECTRA_SCREENSHOT_DIR when set).""
 from __future__ import annotations
 
 import json
+import tarfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -174,6 +175,14 @@ def test_submit_from_the_form_and_watch_it_succeed_live(page: Page, embedded: St
         page.click("#artifacts a.download:text-is('compression.json')")
     report = json.loads(Path(download.value.path()).read_text())
     assert report["achieved_ratio"] == metrics["achieved_ratio"] and report["method"] == "svd_llm"
+    with page.expect_download() as download:
+        page.click("#download-archive")
+    assert download.value.suggested_filename == f"spectra-{job_id}.tar"
+    with tarfile.open(download.value.path()) as tar:
+        names = tar.getnames()
+        packed = json.load(tar.extractfile(f"spectra-{job_id}/compression.json"))  # type: ignore[arg-type]
+    assert {f"spectra-{job_id}/{a['name']}" for a in api.artifacts(job_id)} <= set(names)
+    assert packed == report
 
 
 def test_validation_errors_appear_beside_their_fields(page: Page, embedded: Stack, api: ApiClient,

@@ -12,7 +12,7 @@ async function succeededJobs() {
   const jobs = [];
   let cursor = null;
   do {
-    const params = new URLSearchParams({ status: "succeeded", limit: "200" });
+    const params = new URLSearchParams({ status: "succeeded", limit: "200", include: "metrics" });
     if (cursor) params.set("cursor", cursor);
     const { data } = await request(`/v1/jobs?${params}`);
     jobs.push(...data.items);

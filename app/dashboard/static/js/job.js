@@ -1,6 +1,6 @@
 // One job: live progress, cancel, before/after table, charts from its metrics, event log, downloads.
 
-import { ApiError, Conditional, request } from "./api.js";
+import { ApiError, Conditional, auth, request } from "./api.js";
 import { barChart, layerChart, rankHeatmap } from "./charts.js";
 import { fill, h, safeHref } from "./dom.js";
 import { TERMINAL, bytes, dash, jobDuration, num, percent, seconds, time } from "./format.js";
@@ -141,10 +141,43 @@ export function mountJob(root, jobId) {
     }
   }
 
+  async function downloadArchive(button, note) {
+    // The archive route wants the API key, which a plain link cannot send: fetch it, then hand the
+    // bytes to the browser as a file. (For large models the curl line below streams to disk instead.)
+    button.disabled = true;
+    note.textContent = "downloading…";
+    try {
+      const response = await fetch(`/v1/jobs/${encodeURIComponent(jobId)}/archive`,
+        { headers: { "X-API-Key": auth.key() }, cache: "no-store", credentials: "omit" });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const url = URL.createObjectURL(await response.blob());
+      const link = h("a", { href: url, download: `spectra-${jobId}.tar` });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      note.textContent = "";
+    } catch (exc) {
+      note.textContent = `Download failed: ${exc.message}`;
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function archiveBlock() {
+    const note = h("span", { class: "muted", id: "archive-note" });
+    const button = h("button", { type: "button", id: "download-archive" }, "Download the whole artifact (.tar)");
+    button.addEventListener("click", () => downloadArchive(button, note));
+    const archive = (job.metrics || {}).archive || {};
+    return h("div", { class: "archive" }, button, " ", note,
+      archive.sha256 ? h("p", { class: "muted" }, "sha256 ", h("span", { class: "mono" }, archive.sha256)) : null,
+      h("p", { class: "muted" }, "Or: ", h("code", {}, `curl -fOJ -H "X-API-Key: $KEY" ${window.location.origin}/v1/jobs/${jobId}/archive`)));
+  }
+
   async function loadArtifacts() {
     try {
       const { data } = await request(`/v1/jobs/${encodeURIComponent(jobId)}/artifacts`);
-      fill(artifacts, h("h2", {}, "Download"),
+      fill(artifacts, h("h2", {}, "Download"), data.length ? archiveBlock() : null,
         data.length ? h("table", { class: "artifacts", id: "artifacts" },
           h("thead", {}, h("tr", {}, h("th", {}, "file"), h("th", {}, "size"), h("th", {}, "sha256"))),
           h("tbody", {}, data.map(artifactRow)))

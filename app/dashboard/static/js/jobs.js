@@ -54,7 +54,8 @@ export function mountJobs(root, query) {
   }).catch(() => {});
 
   function path() {
-    const params = new URLSearchParams({ limit: String(state.limit) });
+    // List items carry metrics (ratios, perplexities) only when asked for.
+    const params = new URLSearchParams({ limit: String(state.limit), include: "metrics" });
     if (state.status) params.set("status", state.status);
     if (state.method) params.set("method", state.method);
     const cursor = state.cursors[state.cursors.length - 1];

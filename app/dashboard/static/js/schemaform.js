@@ -62,7 +62,8 @@ export function schemaField(name, rawSchema, defs, path, { required = false, ini
   const { schema: s, nullable } = unwrap(rawSchema, defs);
   const id = idFor(path);
   if (s.type === "object" && s.properties) {
-    return objectFields(s, defs, path, { legend: s.title || name, description: s.description });
+    const legend = name.charAt(0).toUpperCase() + name.slice(1).replace(/_/g, " ");  // not the class name
+    return objectFields(s, defs, path, { legend, description: s.description });
   }
   if (Array.isArray(s.enum) && s.type !== "array") {
     const select = h("select", { id, name: path },

@@ -33,7 +33,7 @@ export function mountSubmit(root) {
 function build(box, methods, defs) {
   const job = defs.JobSpec;
   const main = objectFields(job, defs, "", {
-    skip: ["method", "options", "calibration", "evaluation", "export", "device", "dtype", "seed"] });
+    skip: ["method", "options", "calibration", "evaluation", "export", "execution", "device", "dtype", "seed"] });
   const methodSelect = h("select", { id: "f-method", name: "method", required: true },
     methods.map((m) => h("option", { value: m.name }, m.name)));
   const methodInfo = h("p", { class: "help", id: "method-summary" });
@@ -55,6 +55,9 @@ function build(box, methods, defs) {
   const evaluation = objectFields(defs.EvaluationSpec, defs, "evaluation",
     { legend: "Evaluation (perplexity before and after)", description: defs.EvaluationSpec.description });
   const exporting = objectFields(defs.ExportSpec, defs, "export", { legend: "Export" });
+  // Servers that know how a job runs (resident or layer by layer) publish ExecutionSpec too.
+  const execution = job.properties.execution
+    ? schemaField("execution", job.properties.execution, defs, "execution") : null;
   const advanced = ["device", "dtype", "seed"].map((name) => [name, schemaField(name, job.properties[name], defs, name)]);
 
   const summaryErrors = h("div", { class: "error", id: "form-errors", role: "alert" });
@@ -63,7 +66,7 @@ function build(box, methods, defs) {
     main.el,
     h("div", { class: "field", dataset: { field: "method" } }, h("label", { for: "f-method" }, "Method ", h("span", { class: "required" }, "*")),
       methodSelect, methodInfo, errorSlot("method")),
-    optionsBox, calibration.el, evaluation.el, exporting.el,
+    optionsBox, calibration.el, evaluation.el, exporting.el, execution ? execution.el : null,
     h("fieldset", { class: "group", dataset: { field: "advanced" } }, h("legend", {}, "Advanced"), advanced.map(([, f]) => f.el)),
     summaryErrors, submit);
   showMethod();
@@ -72,8 +75,9 @@ function build(box, methods, defs) {
     const out = { ...(main.read() || {}), method: methodSelect.value };
     const opts = options.read();
     if (opts) out.options = opts;
-    for (const [name, part] of [["calibration", calibration], ["evaluation", evaluation], ["export", exporting]]) {
-      const v = part.read();
+    for (const [name, part] of [["calibration", calibration], ["evaluation", evaluation], ["export", exporting],
+      ["execution", execution]]) {
+      const v = part ? part.read() : undefined;
       if (v) out[name] = v;
     }
     for (const [name, f] of advanced) {
