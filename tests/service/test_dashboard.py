@@ -287,3 +287,19 @@ def test_markup_in_a_model_id_and_messages_stays_text(page: Page, embedded: Stac
     assert page.locator("#view img, #view script").count() == 0
     assert page.evaluate("window.__xss") is None
     shots.take(page, "08-markup-as-text")
+
+
+def test_event_stream_parser_reassembles_events_split_across_chunks(page: Page, embedded: Stack, api: ApiClient) -> None:
+    sign_in(page, embedded, api.key)
+    messages = page.evaluate("""async () => {
+      const { EventStreamParser } = await import('/dashboard/js/stream.js');
+      const got = [];
+      const parser = new EventStreamParser((m) => got.push(m));
+      for (const chunk of ['retry: 2000\\n\\n: keep-alive\\n\\nevent: sta', 'ge\\nid: 7\\ndata: {"a":', '1}\\r\\n\\r\\n',
+                           'data: line one\\ndata: line two\\n\\n', 'event: job\\ndata: {}\\n']) parser.push(chunk);
+      return got;
+    }""")
+    assert messages == [
+        {"event": "stage", "data": '{"a":1}', "id": "7"},
+        {"event": "message", "data": "line one\nline two", "id": None},
+    ]  # the last event is not finished (no blank line yet), so it is not delivered

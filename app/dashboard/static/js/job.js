@@ -6,6 +6,7 @@ import { fill, h, safeHref } from "./dom.js";
 import { TERMINAL, bytes, dash, jobDuration, num, percent, seconds, time } from "./format.js";
 import { statusBadge } from "./jobs.js";
 import { poll } from "./poll.js";
+import { followStream } from "./stream.js";
 
 const STAGES = ["load", "calibrate", "evaluate_before", "compress", "evaluate_after", "export", "upload"];
 
@@ -119,7 +120,7 @@ export function mountJob(root, jobId) {
     button.disabled = true;
     try {
       await request(`/v1/jobs/${encodeURIComponent(jobId)}/cancel`, { method: "POST" });
-      await refresh();
+      await refreshJob();
     } catch (exc) {
       error.textContent = `Cancel failed: ${exc.message}`;
       button.disabled = false;
@@ -136,9 +137,6 @@ export function mountJob(root, jobId) {
         h("h1", { id: "job-title" }, h("span", { class: "model" }, job.model), " · ", job.method, " · ", percent(job.target_ratio, 0)),
         h("p", { class: "muted" }, h("span", { class: "mono", id: "job-id" }, job.id), " · submitted ", time(job.created_at))),
       h("div", { class: "actions" }, h("span", { id: "job-status" }, statusBadge(job.status)), cancelButton));
-    if (job.error) {
-      error.textContent = `${job.error.code || "error"}: ${job.error.message || ""}`;
-    }
   }
 
   async function downloadArchive(button, note) {
@@ -196,43 +194,89 @@ export function mountJob(root, jobId) {
     specBox.textContent = JSON.stringify(job.spec, null, 2);
   }
 
-  async function loadEvents() {
-    const { data } = await request(`/v1/jobs/${encodeURIComponent(jobId)}/events?after=${lastEvent}`);
-    for (const e of data) {
-      if (seenEvents.has(e.id)) continue;
-      seenEvents.add(e.id);
-      lastEvent = Math.max(lastEvent, e.id);
-      eventsBody.append(eventRow(e));
-    }
+  function addEvent(e) {
+    if (seenEvents.has(e.id)) return;
+    seenEvents.add(e.id);
+    lastEvent = Math.max(lastEvent, e.id);
+    eventsBody.append(eventRow(e));
   }
 
-  async function refresh() {
-    let changed;
-    try {
-      ({ data: job, changed } = await conditional.get(`/v1/jobs/${encodeURIComponent(jobId)}`));
-    } catch (exc) {
-      if (exc instanceof ApiError && exc.status === 404) {
-        fill(root, h("section", { class: "card" }, h("h1", {}, "Job not found"),
-          h("p", {}, "No job ", h("code", {}, jobId), " for this API key."), h("a", { href: "#/jobs" }, "Back to the jobs")));
-        return false;
-      }
-      error.textContent = `Could not load the job: ${exc.message}`;
-      return true;
-    }
+  async function loadEvents() {
+    const { data } = await request(`/v1/jobs/${encodeURIComponent(jobId)}/events?after=${lastEvent}`);
+    data.forEach(addEvent);
+  }
+
+  /** Render the job; true while it can still change. */
+  async function show(next, changed) {
+    job = next;
     if (changed || !TERMINAL.has(job.status)) {
       renderHeader();
       renderBody();
     }
-    await loadEvents().catch(() => {});
-    if (TERMINAL.has(job.status)) {
-      if (!finalRendered) {
-        finalRendered = true;
-        if (job.status === "succeeded") await loadArtifacts();
-        else fill(artifacts, h("h2", {}, "Download"), h("p", { class: "muted" }, `No files: the job ${job.status}.`));
-      }
-      return false;  // nothing moves any more
+    error.textContent = job.error ? `${job.error.code || "error"}: ${job.error.message || ""}` : "";
+    if (!TERMINAL.has(job.status)) return true;
+    if (!finalRendered) {
+      finalRendered = true;
+      await loadEvents().catch(() => {});  // the last events, in case the stream ended before them
+      if (job.status === "succeeded") await loadArtifacts();
+      else fill(artifacts, h("h2", {}, "Download"), h("p", { class: "muted" }, `No files: the job ${job.status}.`));
     }
-    return true;
+    return false;
+  }
+
+  /** GET the job (a 304 when nothing changed); true while it can still change, null when it is gone. */
+  async function refreshJob() {
+    try {
+      const { data, changed } = await conditional.get(`/v1/jobs/${encodeURIComponent(jobId)}`);
+      return await show(data, changed);
+    } catch (exc) {
+      if (exc instanceof ApiError && exc.status === 404) {
+        fill(root, h("section", { class: "card" }, h("h1", {}, "Job not found"),
+          h("p", {}, "No job ", h("code", {}, jobId), " for this API key."), h("a", { href: "#/jobs" }, "Back to the jobs")));
+        return null;
+      }
+      error.textContent = `Could not load the job: ${exc.message}`;
+      return true;
+    }
+  }
+
+  // Live updates: the job's Server-Sent Events stream where the server has one (each event is
+  // logged at once and triggers a conditional GET of the job), else polling every second.
+  let stopped = false;
+  let stopPolling = () => {};
+  const aborter = new AbortController();
+  let pending = null;
+  function refreshSoon() {
+    if (pending === null) pending = setTimeout(() => { pending = null; if (!stopped) refreshJob(); }, 250);
+  }
+  function onMessage(message) {
+    const data = JSON.parse(message.data);
+    if (message.event === "job") show(data, true);  // the final state, metrics included
+    else { addEvent(data); refreshSoon(); }
+  }
+  function startPolling() {
+    stopPolling = poll(async () => {
+      const live = await refreshJob();
+      if (live) await loadEvents().catch(() => {});
+      return live === true;
+    }, 1000);
+  }
+  async function follow() {
+    let failures = 0;
+    while (!stopped) {
+      try {
+        const outcome = await followStream(`/v1/jobs/${encodeURIComponent(jobId)}/events`,
+          { lastId: lastEvent, onMessage, signal: aborter.signal });
+        if (outcome === "unsupported") return startPolling();
+        failures = 0;
+      } catch (exc) {
+        if (stopped) return;
+        failures += 1;
+        if (failures >= 3) return startPolling();  // the stream keeps failing (a proxy?): poll instead
+      }
+      if (stopped || (await refreshJob()) !== true) return;  // ended because the job finished
+      await new Promise((resolve) => setTimeout(resolve, 2000));  // then resume after lastEvent
+    }
   }
 
   root.append(
@@ -242,5 +286,14 @@ export function mountJob(root, jobId) {
       h("table", { class: "events" }, h("thead", {}, h("tr", {}, h("th", {}, "time"), h("th", {}, "kind"), h("th", {}, "message"))), eventsBody)),
     h("section", { class: "card" }, h("details", {}, h("summary", {}, "Job spec (JSON)"), specBox)),
   );
-  return poll(refresh, 1000);
+  refreshJob().then((live) => {
+    if (live === true && !stopped) follow();
+    else if (live === false) loadEvents().catch(() => {});
+  });
+  return () => {
+    stopped = true;
+    aborter.abort();
+    stopPolling();
+    clearTimeout(pending);
+  };
 }
