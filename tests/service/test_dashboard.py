@@ -144,6 +144,9 @@ def test_submit_from_the_form_and_watch_it_succeed_live(page: Page, embedded: St
     assert page.is_visible("#f-options-update_samples")
     assert "≤ 1024" in page.inner_text("[data-field='options.update_samples']")
     shots.take(page, "02-submit-form")
+    stream_answers: list[str] = []  # Content-Type of each answer to the page's event-stream requests
+    page.on("response", lambda r: stream_answers.append(r.headers.get("content-type", ""))
+            if r.url.endswith("/events") and r.request.headers.get("accept") == "text/event-stream" else None)
     page.evaluate("window.__sameDocument = true")
     page.click("#submit-job")
     page.wait_for_function("() => location.hash.startsWith('#/jobs/')")
@@ -153,6 +156,8 @@ def test_submit_from_the_form_and_watch_it_succeed_live(page: Page, embedded: St
     statuses = page.evaluate("window.__statuses")
     assert statuses[-1] == "succeeded" and set(statuses[:-1]) & {"queued", "running"}, statuses
     assert page.evaluate("window.__sameDocument") is True  # updated in place, never reloaded
+    # It asked for the Server-Sent Events stream (a server without one answers JSON; the page polls then).
+    assert stream_answers and stream_answers[0].split(";")[0] in {"text/event-stream", "application/json"}
 
     job = api.job(job_id)
     metrics = job["metrics"]

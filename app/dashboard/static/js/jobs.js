@@ -75,12 +75,11 @@ export function mountJobs(root, query) {
 
   async function refresh() {
     try {
-      const { data, changed } = await conditional.get(path());
+      // On a 304 this is the body kept for this very URL (this page, these filters).
+      const { data } = await conditional.get(path());
       error.textContent = "";
-      if (changed) {
-        lastItems = data.items;
-        nextCursor = data.next_cursor;
-      }
+      lastItems = data.items;
+      nextCursor = data.next_cursor;
       render();  // also when unchanged: running durations move on
     } catch (exc) {
       error.textContent = `Could not load jobs: ${exc.message}`;
