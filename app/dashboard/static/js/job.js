@@ -61,6 +61,24 @@ function summary(job) {
   return h("dl", { class: "facts wide", id: "summary" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
 }
 
+/** Flatten {a: {b: 1}} into [["a · b", "1"]], bytes and seconds by their names, for a facts list. */
+export function flatFacts(value, prefix = "", out = []) {
+  if (value && typeof value === "object" && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value)) flatFacts(v, prefix ? `${prefix} · ${k}` : k, out);
+  } else if (value !== null && value !== undefined) {
+    const shown = typeof value !== "number" ? (Array.isArray(value) ? value.join(", ") : String(value))
+      : /bytes|memory/i.test(prefix) ? bytes(value) : /seconds/i.test(prefix) ? seconds(value) : num(value);
+    out.push([prefix.replace(/_/g, " "), shown]);
+  }
+  return out;
+}
+
+function estimateView(estimate) {
+  const facts = flatFacts(estimate).slice(0, 60);
+  return h("details", { id: "estimate" }, h("summary", {}, "Preflight estimate (from the model's config, before it ran)"),
+    h("dl", { class: "facts wide" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
+}
+
 function charts(job) {
   const m = job.metrics || {};
   const details = m.method_details || {};
@@ -189,7 +207,8 @@ export function mountJob(root, jobId) {
   function renderBody() {
     fill(progress, h("h2", {}, "Progress"), progressView(job));
     const m = job.metrics || {};
-    fill(results, h("h2", {}, "Results"), summary(job), job.metrics ? beforeAfter(m) : h("p", { class: "muted" }, "No metrics yet."));
+    fill(results, h("h2", {}, "Results"), summary(job), job.metrics ? beforeAfter(m) : h("p", { class: "muted" }, "No metrics yet."),
+      job.estimate ? estimateView(job.estimate) : null);
     fill(chartBox, h("h2", {}, "Charts"), charts(job));
     specBox.textContent = JSON.stringify(job.spec, null, 2);
   }

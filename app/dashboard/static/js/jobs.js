@@ -112,8 +112,9 @@ export function mountJobs(root, query) {
       h("div", { class: "filters" }, statusSelect, methodSelect, modelInput, sizeSelect),
       error,
       h("table", { class: "jobs", id: "jobs-table" },
-        h("thead", {}, h("tr", {}, ["status", "job", "model", "method", "target", "achieved", "ppl before",
-          "ppl after", "duration", "created"].map((t) => h("th", {}, t)))),
+        h("thead", {}, h("tr", {}, ["status", "job", "model", "method"].map((t) => h("th", {}, t)),
+          ["target", "achieved", "ppl before", "ppl after", "duration"].map((t) => h("th", { class: "num" }, t)),
+          h("th", {}, "created"))),
         body),
       h("div", { class: "pager" }, prev, pageInfo, next)),
   );

@@ -2,7 +2,7 @@
 // GET /v1/methods, the API's 422 messages placed beside the fields they name.
 
 import { ApiError, idempotencyKey, request } from "./api.js";
-import { fill, h } from "./dom.js";
+import { fill, h, safeHref } from "./dom.js";
 import { errorSlot, objectFields, schemaField } from "./schemaform.js";
 
 /** "options.recovery.epochs: msg; options.alpha: msg" inside one options error -> [[path, msg]]. */
@@ -42,7 +42,8 @@ function build(box, methods, defs) {
 
   function showMethod() {
     const m = methods.find((x) => x.name === methodSelect.value);
-    fill(methodInfo, m.summary, m.paper ? " · paper: " : "", m.paper ? m.paper : "",
+    const paper = m.paper ? safeHref(m.paper) : null;
+    fill(methodInfo, m.summary, paper ? " · " : "", paper ? h("a", { href: paper, target: "_blank", rel: "noopener noreferrer" }, "paper") : "",
       m.requires_calibration ? " · uses calibration data" : " · needs no calibration data");
     options = objectFields(m.options_schema, m.options_schema.$defs || {}, "options",
       { legend: `Options of ${m.name}`, description: m.options_schema.description });
