@@ -151,11 +151,12 @@ export function mountJob(root, jobId) {
     button.disabled = true;
     try {
       await request(`/v1/jobs/${encodeURIComponent(jobId)}/cancel`, { method: "POST" });
-      await refreshJob();
     } catch (exc) {
       error.textContent = `Cancel failed: ${exc.message}`;
       button.disabled = false;
+      return;
     }
+    await refreshJob().catch(() => {});  // the live updates show it otherwise
   }
 
   function renderHeader() {
@@ -269,7 +270,7 @@ export function mountJob(root, jobId) {
         return null;
       }
       error.textContent = `Could not load the job: ${exc.message}`;
-      return true;
+      throw exc;  // so that poll() backs off
     }
   }
 
@@ -280,7 +281,7 @@ export function mountJob(root, jobId) {
   const aborter = new AbortController();
   let pending = null;
   function refreshSoon() {
-    if (pending === null) pending = setTimeout(() => { pending = null; if (!stopped) refreshJob(); }, 250);
+    if (pending === null) pending = setTimeout(() => { pending = null; if (!stopped) refreshJob().catch(() => {}); }, 250);
   }
   function onMessage(message) {
     const data = JSON.parse(message.data);
@@ -307,7 +308,8 @@ export function mountJob(root, jobId) {
         failures += 1;
         if (failures >= 3) return startPolling();  // the stream keeps failing (a proxy?): poll instead
       }
-      if (stopped || (await refreshJob()) !== true) return;  // ended because the job finished
+      const live = await refreshJob().catch(() => true);  // a failed GET: try the stream again
+      if (stopped || live !== true) return;  // ended because the job finished
       await new Promise((resolve) => setTimeout(resolve, 2000));  // then resume after lastEvent
     }
   }
@@ -322,7 +324,7 @@ export function mountJob(root, jobId) {
   refreshJob().then((live) => {
     if (live === true && !stopped) follow();
     else if (live === false) loadEvents().catch(() => {});
-  });
+  }, () => { if (!stopped) startPolling(); });
   return () => {
     stopped = true;
     aborter.abort();
