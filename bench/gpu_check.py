@@ -51,14 +51,15 @@ def bf16_bytes(name: str) -> int:
     return 2 * (layers * per_layer + 2 * 32000 * hidden)
 
 
-def job(model: str, method: str, options: dict, ratio: float, device: str, dtype: str, smoke: bool) -> dict:
+def job(model: str, method: str, options: dict, ratio: float, device: str, dtype: str, smoke: bool,
+        mode: str = "sequential") -> dict:
     return dict(model=model, method=method, target_ratio=ratio, options=options, device=device, dtype=dtype,
+                execution={"mode": mode, "offload": "disk"},
                 calibration={"source": "tinystories", "samples": 4 if smoke else 16, "seq_len": 64 if smoke else 256},
                 evaluation={"corpus": "tinystories", "seq_len": 128 if smoke else 512, "max_windows": 2 if smoke else 8})
 
 
 def equivalence(model_dir: Path, device: str, smoke: bool, rows: list) -> bool:
-    from compression.execution.choice import Execution
     from compression.run import RunSettings, run
 
     settings = RunSettings(model_roots=(model_dir.parent,), data_dir=SHARED / "data")
@@ -68,11 +69,11 @@ def equivalence(model_dir: Path, device: str, smoke: bool, rows: list) -> bool:
         if method == "shortgpt":
             options, ratio = {}, max(1, round(0.25 * layers)) / layers
         with tempfile.TemporaryDirectory() as tmp:
-            ref = run(job(model_dir.name, method, options, ratio, "cpu", "float32", smoke), Path(tmp) / "cpu",
-                      settings=settings, execution=Execution("resident"))
+            ref = run(job(model_dir.name, method, options, ratio, "cpu", "float32", smoke, "resident"),
+                      Path(tmp) / "cpu", settings=settings)
             started = time.perf_counter()
             dev = run(job(model_dir.name, method, options, ratio, device, "float32", smoke), Path(tmp) / "dev",
-                      settings=settings, execution=Execution("sequential", "disk"))
+                      settings=settings)
             seconds = time.perf_counter() - started
         a, b = ref.report, dev.report
         same = all(a["method_details"].get(k) == b["method_details"].get(k) for k in ("ranks", "removed_layers"))
@@ -89,7 +90,6 @@ def scaled(name: str, device: str, smoke: bool, rows: list) -> None:
     import torch
 
     from bench.scale import cut
-    from compression.execution.choice import Execution
     from compression.run import RunSettings, run
 
     layers, shape = shape_config(name)
@@ -101,7 +101,7 @@ def scaled(name: str, device: str, smoke: bool, rows: list) -> None:
             torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()
         result = run(job(folder.name, "svd_llm", {}, 0.2, device, "bfloat16", smoke) | {"evaluation": {"enabled": False}},
-                     root / "out", settings=settings, execution=Execution("sequential", "disk"))
+                     root / "out", settings=settings)
         seconds = time.perf_counter() - started
         peak = (torch.cuda.max_memory_allocated() if device == "cuda"
                 else max(result.report["metrics"]["peak_memory_by_stage"].values()))

@@ -41,7 +41,8 @@ def write_layers(folder: Path, depth: int, shape: dict | None = None, dtype: str
     folder.mkdir(parents=True, exist_ok=True)
     cfg = LlamaConfig(**{k: v for k, v in shape.items() if k not in ("model_type", "architectures", "torch_dtype")})
     torch_dtype = getattr(torch, dtype)
-    h, m, kv = cfg.hidden_size, cfg.intermediate_size, cfg.num_key_value_heads * (h_dim := h // cfg.num_attention_heads)
+    h, m = cfg.hidden_size, cfg.intermediate_size
+    kv = cfg.num_key_value_heads * (h // cfg.num_attention_heads)
     gen = torch.Generator().manual_seed(0)
 
     def randn(*shape: int) -> torch.Tensor:
@@ -63,7 +64,6 @@ def write_layers(folder: Path, depth: int, shape: dict | None = None, dtype: str
                    p + "post_attention_layernorm.weight": torch.ones(h, dtype=torch_dtype)}
         save_file(tensors, str(path.with_suffix(".tmp")))
         path.with_suffix(".tmp").rename(path)
-    del h_dim
 
 
 def cut(depth: int, root: Path = CACHE, shape: dict | None = None, name: str = "tinyllama-shape",
@@ -99,13 +99,13 @@ from pathlib import Path
 import torch
 torch.set_num_threads({threads})
 from compression.run import RunSettings, run
-from compression.execution.choice import Execution
 folder = Path({folder!r})
 settings = RunSettings(model_roots=(folder.parent,), data_dir=Path({data!r}), work_dir=Path({work!r}))
 spec = dict(model=folder.name, method={method!r}, target_ratio={ratio}, device="cpu",
-            calibration={{"source": "tinystories", "samples": 8, "seq_len": 128}}, evaluation={{"enabled": False}})
+            calibration={{"source": "tinystories", "samples": 8, "seq_len": 128}}, evaluation={{"enabled": False}},
+            execution={{"mode": {mode!r}, "offload": "disk"}})
 started = time.perf_counter()
-result = run(spec, Path({out!r}), settings=settings, execution=Execution({mode!r}, "disk"))
+result = run(spec, Path({out!r}), settings=settings)
 print(json.dumps({{"seconds": time.perf_counter() - started, "achieved": result.report["achieved_ratio"]}}))
 """
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -65,27 +66,41 @@ def artifact_state_dict(model: nn.Module, dense: bool, dtype: torch.dtype | None
     return out
 
 
-def _write_weights(state: dict[str, torch.Tensor], folder: Path, max_shard_bytes: int) -> None:
+def _write_weights(groups: Iterable[dict[str, torch.Tensor]], folder: Path, max_shard_bytes: int) -> None:
+    """Write the tensors of `groups` (in order) into shards of at most max_shard_bytes.
+
+    Groups arrive one at a time (a layer-streamed model yields one decoder layer per group), and a
+    shard is written as soon as it is full, so at most one shard and one group are ever in memory.
+    """
     from safetensors.torch import save_file
 
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for name, t in state.items():
-        nbytes = t.numel() * t.element_size()
-        if shards[-1] and size + nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][name] = t
-        size += nbytes
-    if len(shards) == 1:
-        save_file(shards[0], str(folder / "model.safetensors"), metadata={"format": "pt"})
+    written: list[tuple[Path, list[str]]] = []
+    shard: dict[str, torch.Tensor] = {}
+    size = total = 0
+
+    def flush() -> None:
+        path = folder / f"shard-{len(written):05d}.tmp"
+        save_file(shard, str(path), metadata={"format": "pt"})
+        written.append((path, list(shard)))
+
+    for group in groups:
+        for name, t in group.items():
+            nbytes = t.numel() * t.element_size()
+            if shard and size + nbytes > max_shard_bytes:
+                flush()
+                shard, size = {}, 0
+            shard[name] = t
+            size += nbytes
+            total += nbytes
+    flush()
+    if len(written) == 1:
+        written[0][0].rename(folder / "model.safetensors")
         return
     weight_map = {}
-    for i, shard in enumerate(shards, 1):
-        fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(folder / fname), metadata={"format": "pt"})
-        weight_map.update({name: fname for name in shard})
-    total = sum(t.numel() * t.element_size() for t in state.values())
+    for i, (path, names) in enumerate(written, 1):
+        fname = f"model-{i:05d}-of-{len(written):05d}.safetensors"
+        path.rename(folder / fname)
+        weight_map.update({name: fname for name in names})
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True))
 
@@ -128,8 +143,13 @@ def export(
     dtype: str | torch.dtype | None = None,
     extra_files: dict[str, bytes] | None = None,
     max_shard_bytes: int = MAX_SHARD_BYTES,
+    weight_groups: Callable[[bool, torch.dtype | None], Iterable[dict[str, torch.Tensor]]] | None = None,
 ) -> list[FileEntry]:
-    """Write the artifact folder; returns every file (compression.json included) as (name, size, sha256)."""
+    """Write the artifact folder; returns every file (compression.json included) as (name, size, sha256).
+
+    weight_groups(dense, dtype), when given, yields the artifact's tensors a part at a time (what a
+    layer-streamed model does instead of holding every layer); by default they come from `model`.
+    """
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise InvalidInput(f"output folder {out_dir} already exists; choose a new one")
@@ -139,7 +159,9 @@ def export(
     partial.mkdir(parents=True)
     try:
         ranks = {} if dense else {n: m.rank for n, m in low_rank_modules(model).items()}
-        _write_weights(artifact_state_dict(model, dense, torch_dtype), partial, max_shard_bytes)
+        groups = (weight_groups(dense, torch_dtype) if weight_groups is not None
+                  else [artifact_state_dict(model, dense, torch_dtype)])
+        _write_weights(groups, partial, max_shard_bytes)
         _write_config(model, partial, ranks, torch_dtype)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(partial)

@@ -150,12 +150,8 @@ def run(
     settings: RunSettings,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
-    execution: Execution | None = None,
 ) -> RunResult:
-    """Compress spec.model as spec says and write the artifact folder at out_dir.
-
-    `execution` overrides the spec's execution choice (resident or sequential, offload cpu or disk).
-    """
+    """Compress spec.model as spec says and write the artifact folder at out_dir."""
     from compression import methods
 
     spec = spec if isinstance(spec, JobSpec) else JobSpec.model_validate(spec)
@@ -172,7 +168,9 @@ def run(
     if spec.calibration.source == "dataset" and compressor.info.requires_calibration:
         dataset_file(spec.calibration.dataset_id, settings.datasets)
     stages = _Stages(progress, should_stop, device)
-    chosen = requested_execution(spec, execution)
+    chosen = requested_execution(spec)
+    if chosen.mode == "sequential" and not getattr(compressor, "layerwise", False):
+        raise InvalidInput(f"{spec.method.value} does not run layer by layer yet; use execution mode 'resident'")
     try:
         with seeded(spec.seed, device):
             return _run(spec, out_dir, settings, compressor, stages, device, chosen)
@@ -198,6 +196,8 @@ class _Resident:
 
     def export_model(self) -> torch.nn.Module:
         return self.model
+
+    weight_groups = None  # export reads the resident model itself
 
 
 def _open(spec: JobSpec, settings: RunSettings, device: torch.device, chosen: Execution,
@@ -303,7 +303,7 @@ def _run_opened(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor:
         report["metrics"].update(seconds=dict(stages.timer.seconds), peak_memory_bytes=max(stages.peaks.values()),
                                  peak_memory_by_stage=dict(stages.peaks), peak_memory_kind=stages.peak_kind)
         files = export(lm.export_model(), lm.tokenizer, out_dir, report=report, dense=spec.export.dense,
-                       dtype=spec.export.dtype, extra_files=method_report.files)
+                       dtype=spec.export.dtype, extra_files=method_report.files, weight_groups=lm.weight_groups)
     report["metrics"]["seconds"] = dict(stages.timer.seconds)
     report["metrics"]["peak_memory_by_stage"] = dict(stages.peaks)
     return RunResult(out_dir=out_dir, report=report, files=files)

@@ -25,10 +25,8 @@ class Execution:
             raise InvalidInput(f"offload '{self.offload}' is unknown; use one of {', '.join(OFFLOADS)}")
 
 
-def requested_execution(spec: Any, override: Execution | None) -> Execution:
-    """The caller's explicit choice, else the spec's `execution` field (when the spec has one), else resident."""
-    if override is not None:
-        return override
+def requested_execution(spec: Any) -> Execution:
+    """The spec's `execution` field (ExecutionSpec) as the engine's choice."""
     field = getattr(spec, "execution", None)
     if field is None:
         return Execution()

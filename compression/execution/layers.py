@@ -7,7 +7,7 @@ model onto the device for a forward pass), so a method's per-layer code never kn
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -130,15 +130,44 @@ class StreamedLayers:
         else:
             self.put_away(-1, layer)
 
-    def assemble_on_host(self) -> nn.Module:
-        """The whole (compressed) model on the host, for export: every layer from where it waits."""
-        self.load_outer(torch.device("cpu"))
-        for layer in decoder_layers(self.model, self.arch):
-            if is_meta(layer):
-                self._fill(layer, torch.device("cpu"))
-            else:
-                layer.to("cpu")
-        return self.model
+    def weight_groups(self, dense: bool, dtype: torch.dtype | None) -> Iterator[dict[str, torch.Tensor]]:
+        """The artifact's tensors in the model's state_dict order, one decoder layer at a time on the host.
 
+        A layer waiting on disk is read back, yielded and dropped again, so writing the artifact never
+        holds more than the embeddings, the head and one layer (plus the shard being filled).
+        """
+        from compression.export import artifact_state_dict
 
-LayerSource = Any  # ResidentLayers | StreamedLayers
+        host = torch.device("cpu")
+        self.load_outer(host)
+        layers = decoder_layers(self.model, self.arch)
+        prefix = self.arch.layers_path + "."
+        outer = {name: t for name, t in self.model.state_dict().items() if not name.startswith(prefix)}
+        seen: set[tuple[int, int]] = set()
+        done_layers: set[int] = set()
+        for name in self.model.state_dict(keep_vars=True):
+            if name.startswith(prefix):
+                index = int(name[len(prefix):].split(".", 1)[0])
+                if index in done_layers:
+                    continue
+                done_layers.add(index)
+                layer = layers[index]
+                was_meta = is_meta(layer)
+                if was_meta:
+                    self._fill(layer, host)
+                else:
+                    layer.to(host)
+                state = artifact_state_dict(layer, dense, dtype)
+                yield {f"{prefix}{index}.{key}": t for key, t in state.items()}
+                if was_meta:
+                    release(layer)
+                continue
+            t = outer[name]
+            key = (t.untyped_storage().data_ptr(), t.storage_offset())
+            if key in seen:  # the head tied to the embedding: transformers re-ties it on load
+                continue
+            seen.add(key)
+            t = t.detach()
+            if dtype is not None and t.is_floating_point():
+                t = t.to(dtype)
+            yield {name: t.contiguous()}

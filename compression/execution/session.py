@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -37,6 +35,10 @@ class StreamedSession:
         self.offload = offload
         self.tokenizer = load_tokenizer(located)
         self.model: nn.Module = empty_model(located.config, dtype)
+        if (located.folder / "generation_config.json").is_file():  # as from_pretrained would read it
+            from transformers import GenerationConfig
+
+            self.model.generation_config = GenerationConfig.from_pretrained(located.folder)
         reader = CheckpointReader(checkpoint_folder(located, cache_dir), tied_names(self.model))
         self.layers = StreamedLayers(self.model, located.arch, reader, device, dtype, offload, work)
         self.layers.load_outer(device)
@@ -48,8 +50,8 @@ class StreamedSession:
                                    scratch=scratch, progress=progress)
 
     def export_model(self) -> nn.Module:
-        return self.layers.assemble_on_host()
+        """The skeleton: config, generation config and low-rank structure (export reads weight_groups)."""
+        return self.model
 
-
-def describe(session: Any) -> dict[str, Any]:
-    return {"mode": "sequential", "offload": session.offload}
+    def weight_groups(self, dense: bool, dtype: torch.dtype | None):
+        return self.layers.weight_groups(dense, dtype)

@@ -13,14 +13,13 @@ import pytest
 import torch
 
 from compression.errors import Cancelled, InvalidInput
-from compression.execution.choice import Execution
 from compression.export import load_compressed
 from compression.run import RunSettings, run
 from compression.specs import JobSpec
 
-RESIDENT = Execution("resident")
-SEQUENTIAL_DISK = Execution("sequential", "disk")
-SEQUENTIAL_CPU = Execution("sequential", "cpu")
+RESIDENT = {"mode": "resident"}
+SEQUENTIAL_DISK = {"mode": "sequential", "offload": "disk"}
+SEQUENTIAL_CPU = {"mode": "sequential", "offload": "cpu"}
 
 CASES = [
     ("svd", {}, 0.3),
@@ -31,12 +30,12 @@ CASES = [
 ]
 
 
-def spec(method: str, options: dict[str, Any], ratio: float, model: str = "TinyStories-656K",
-         samples: int = 4, seq_len: int = 64, eval_len: int = 128) -> JobSpec:
+def spec(method: str, options: dict[str, Any], ratio: float, execution: dict[str, str],
+         model: str = "TinyStories-656K") -> JobSpec:
     return JobSpec.model_validate(dict(
-        model=model, method=method, target_ratio=ratio, device="cpu", options=options,
-        calibration={"source": "tinystories", "samples": samples, "seq_len": seq_len},
-        evaluation={"corpus": "tinystories", "seq_len": eval_len, "max_windows": 2},
+        model=model, method=method, target_ratio=ratio, device="cpu", options=options, execution=execution,
+        calibration={"source": "tinystories", "samples": 4, "seq_len": 64},
+        evaluation={"corpus": "tinystories", "seq_len": 128, "max_windows": 2},
     ))
 
 
@@ -65,27 +64,27 @@ def assert_same_model(a: Any, b: Any, tokens: torch.Tensor) -> None:
 
 @pytest.mark.parametrize(("method", "options", "ratio"), CASES, ids=[f"{c[0]}{'-update' if c[1] else ''}" for c in CASES])
 def test_sequential_equals_resident_on_tinystories(method, options, ratio, settings, tmp_path, tiny_calib) -> None:
-    job = spec(method, options, ratio)
-    resident = run(job, tmp_path / "resident", settings=settings, execution=RESIDENT)
-    disk = run(job, tmp_path / "disk", settings=settings, execution=SEQUENTIAL_DISK)
-    assert disk.report["execution"] == {"mode": "sequential", "offload": "disk"}
+    resident = run(spec(method, options, ratio, RESIDENT), tmp_path / "resident", settings=settings)
+    disk = run(spec(method, options, ratio, SEQUENTIAL_DISK), tmp_path / "disk", settings=settings)
+    assert (disk.report["execution"]["mode"], disk.report["execution"]["offload"]) == ("sequential", "disk")
+    assert resident.report["execution"]["mode"] == "resident"
     assert_same_model(resident, disk, tiny_calib[:2])
-    if method == "svd_llm":  # offload cpu takes the other branch of every put-away and restore
-        cpu = run(job, tmp_path / "cpu", settings=settings, execution=SEQUENTIAL_CPU)
+    if method == "svd_llm" and not options:  # offload cpu takes the other branch of every put-away and restore
+        cpu = run(spec(method, options, ratio, SEQUENTIAL_CPU), tmp_path / "cpu", settings=settings)
         assert_same_model(resident, cpu, tiny_calib[:2])
 
 
 @pytest.mark.parametrize("method", ["grasp", "soco"])
 def test_methods_not_yet_layerwise_refuse_sequential(method, settings, tmp_path) -> None:
     with pytest.raises(InvalidInput, match="does not run layer by layer yet"):
-        run(spec(method, {}, 0.2), tmp_path / "out", settings=settings, execution=SEQUENTIAL_DISK)
+        run(spec(method, {}, 0.2, SEQUENTIAL_DISK), tmp_path / "out", settings=settings)
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("execution", [SEQUENTIAL_DISK, RESIDENT], ids=["sequential", "resident"])
-def test_rerun_with_the_work_folder_resumes_after_the_last_finished_layer(execution, settings, tmp_path) -> None:
-    job = spec("svd_llm", {"update": True, "update_samples": 2}, 0.3)
-    whole = run(job, tmp_path / "whole", settings=settings, execution=execution)
+def test_rerun_with_the_work_folder_resumes_after_the_last_finished_layer(settings, tmp_path) -> None:
+    """Sequential here; resident resume runs in the worker's SIGKILL test (tests/service/test_worker_faults.py)."""
+    job = spec("svd_llm", {"update": True, "update_samples": 2}, 0.3, SEQUENTIAL_DISK)
+    whole = run(job, tmp_path / "whole", settings=settings)
     resumable = RunSettings(**{**settings.__dict__, "work_dir": tmp_path / "work"})
     messages: list[str] = []
 
@@ -93,12 +92,10 @@ def test_rerun_with_the_work_folder_resumes_after_the_last_finished_layer(execut
         return any(m.startswith("layer 1/2 done") for m in messages)
 
     with pytest.raises(Cancelled):
-        run(job, tmp_path / "first", settings=resumable, execution=execution,
-            progress=lambda stage, fraction, message: messages.append(message), should_stop=stop_after_first_layer)
+        run(job, tmp_path / "first", settings=resumable, progress=lambda stage, fraction, message: messages.append(message), should_stop=stop_after_first_layer)
     assert not (tmp_path / "first").exists()
     messages.clear()
-    second = run(job, tmp_path / "second", settings=resumable, execution=execution,
-                 progress=lambda stage, fraction, message: messages.append(message))
+    second = run(job, tmp_path / "second", settings=resumable, progress=lambda stage, fraction, message: messages.append(message))
     assert "resumed at layer 2/2" in messages
     assert not any(m.startswith("layer 1/2 done") for m in messages), "layer 1 ran again"
     assert second.report["method_details"] == whole.report["method_details"]
@@ -107,8 +104,26 @@ def test_rerun_with_the_work_folder_resumes_after_the_last_finished_layer(execut
 
 def test_work_folder_of_another_spec_is_not_reused(settings, tmp_path) -> None:
     resumable = RunSettings(**{**settings.__dict__, "work_dir": tmp_path / "work"})
-    run(spec("svd", {}, 0.3), tmp_path / "a", settings=resumable, execution=SEQUENTIAL_DISK)
+    run(spec("svd", {}, 0.3, SEQUENTIAL_DISK), tmp_path / "a", settings=resumable)
     messages: list[str] = []
-    run(spec("svd", {}, 0.4), tmp_path / "b", settings=resumable, execution=SEQUENTIAL_DISK,
-        progress=lambda stage, fraction, message: messages.append(message))
+    run(spec("svd", {}, 0.4, SEQUENTIAL_DISK), tmp_path / "b", settings=resumable, progress=lambda stage, fraction, message: messages.append(message))
     assert not any(m.startswith("resumed") for m in messages)
+
+
+@pytest.mark.parametrize(("method", "ratio"), [("svd_llm", 0.2), ("shortgpt", 0.2)])
+def test_sequential_equals_resident_on_smollm2(method, ratio, shared_dir, tmp_path, tiny_calib) -> None:
+    """30 layers: the streams, rotary positions and removal bookkeeping over a real depth."""
+    from tests.support.smollm2 import smollm2_dir
+
+    folder = smollm2_dir()
+    settings = RunSettings(model_roots=(folder.parent,), data_dir=shared_dir / "data")
+
+    def job(execution: dict[str, str]) -> JobSpec:
+        return JobSpec.model_validate(dict(
+            model=folder.name, method=method, target_ratio=ratio, device="cpu", execution=execution,
+            calibration={"source": "tinystories", "samples": 2, "seq_len": 32},
+            evaluation={"corpus": "tinystories", "seq_len": 64, "max_windows": 1}))
+
+    resident = run(job(RESIDENT), tmp_path / "resident", settings=settings)
+    disk = run(job(SEQUENTIAL_DISK), tmp_path / "disk", settings=settings)
+    assert_same_model(resident, disk, tiny_calib[:1, :32])
