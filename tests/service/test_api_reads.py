@@ -175,3 +175,29 @@ def test_startup_objects_are_out_of_the_collectors_reach_while_serving(tmp_path:
         assert gc.get_freeze_count() > 10_000
         assert gc.get_threshold()[0] == 20_000
     assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+
+
+def test_etag_revalidation_answers_304_until_the_job_changes(api: ApiServer) -> None:
+    key = api.new_key("etag")
+    with api.client(key) as client:
+        job_id = client.post("/v1/jobs", json=job_body()).json()["id"]
+        first = client.get(f"/v1/jobs/{job_id}")
+        etag = first.headers["etag"]
+        assert first.headers["cache-control"] == "no-cache" and first.headers["retry-after"] == "5"
+        assert first.headers["link"] == f'</v1/jobs/{job_id}/events>; rel="monitor"'
+        unchanged = client.get(f"/v1/jobs/{job_id}", headers={"If-None-Match": etag})
+        assert unchanged.status_code == 304 and unchanged.content == b"" and unchanged.headers["etag"] == etag
+        assert client.get(f"/v1/jobs/{job_id}", headers={"If-None-Match": f'"other", W/{etag}'}).status_code == 304
+        page = client.get("/v1/jobs")
+        assert client.get("/v1/jobs", headers={"If-None-Match": page.headers["etag"]}).status_code == 304
+        with session_scope(api.database_url) as session:
+            crud.claim_job(session, job_id=job_id, worker="w", stale_after=60)
+            crud.set_progress(session, job_id=job_id, stage="compress", fraction=0.5, message="layer 1")
+        changed = client.get(f"/v1/jobs/{job_id}", headers={"If-None-Match": etag})
+        assert changed.status_code == 200 and changed.headers["etag"] != etag
+        assert changed.json()["progress"]["message"] == "layer 1"
+        assert client.get("/v1/jobs", headers={"If-None-Match": page.headers["etag"]}).status_code == 200
+        with session_scope(api.database_url) as session:
+            crud.finish_job(session, job_id=job_id, status="succeeded", worker="w", metrics={"ppl_after": 9.0})
+        done = client.get(f"/v1/jobs/{job_id}")
+        assert "retry-after" not in done.headers and "link" not in done.headers
