@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.api.logredact import install_access_log_redaction
 from app.api.middleware import BodySizeLimit, HttpMetrics, InflightLimit, RequestMetrics, RequestSlots
 from app.api.auth import KeyCache
+from app.api.eventhub import EventHub
 from app.api.ratelimit import RateLimiter
 from app.api.routes import archive, downloads, health, jobs, methods
 from app.core.config import Settings, get_settings
@@ -143,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gc.set_threshold(*thresholds)
             await app.state.db.dispose()
             await app.state.rate_limiter.close()
+            await app.state.event_hub.close()
 
     install_access_log_redaction()
     app = FastAPI(title="Spectra", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
@@ -153,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.key_cache = KeyCache(settings.auth_cache_seconds)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, redis_url=settings.broker_url)
     app.state.metrics = AppMetrics(settings)
+    app.state.event_hub = EventHub(settings.broker_url)
 
     for router in (jobs.router, archive.router, methods.router, downloads.router, health.router):
         app.include_router(router)

@@ -2,7 +2,9 @@
 
 run() calls ``progress(stage, fraction, message)`` often (per layer, per window) and ``should_stop()``
 between layers. Writing every call would hammer the database, so progress is written at most every
-``min_interval`` seconds, except that a stage change is written at once with a job_event. The
+``min_interval`` seconds, each write with a `progress` job_event (what event streams carry), except
+that a new stage (a `stage` event) and a new layer are written at once: a client following the
+stream sees every stage and every layer, and sub-layer steps at most once per ``min_interval``. The
 heartbeat runs in its own thread so a long step with no progress call (one big SVD) still proves the
 worker alive; it also notices when the job was taken from us (the sweeper re-queued it).
 """
@@ -10,6 +12,7 @@ worker alive; it also notices when the job was taken from us (the sweeper re-que
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +25,13 @@ from app.core.db import session_scope
 log = logging.getLogger(__name__)
 
 StopReason = str  # "cancelled" | "time_limit" | "lost"
+# Methods report a layer step as "layer <index>...": a step into another layer is never throttled away.
+_LAYER = re.compile(r"\blayer (\d+)")
+
+
+def _layer_of(message: str | None) -> int | None:
+    found = _LAYER.search(message or "")
+    return int(found.group(1)) if found else None
 
 
 class JobTracker:
@@ -49,6 +59,7 @@ class JobTracker:
         self._cancel_poll = cancel_poll_seconds
         self._clock = clock
         self._stage: str | None = None
+        self._layer: int | None = None
         self._last_write = float("-inf")
         self._last_cancel_poll = float("-inf")
         self._stop = threading.Event()
@@ -97,17 +108,22 @@ class JobTracker:
         """Write progress (throttled); a new stage is written at once and logged as a job event."""
         now = self._clock()
         new_stage = stage != self._stage
-        if not new_stage and now - self._last_write < self._min_interval:
+        layer = _layer_of(message)
+        new_layer = layer is not None and layer != self._layer
+        if not new_stage and not new_layer and now - self._last_write < self._min_interval:
             return
         self._stage = stage
+        self._layer = layer
         self._last_write = now
         fraction = None if fraction is None else max(0.0, min(1.0, float(fraction)))
+        step = {"stage": stage, "fraction": fraction, "message": message}
+        if layer is not None:
+            step["layer"] = layer
         try:
             with session_scope(self._url) as session:
                 crud.set_progress(session, job_id=self.job_id, stage=stage, fraction=fraction, message=message)
-                if new_stage:
-                    crud.add_event(session, job_id=self.job_id, kind="stage", message=stage,
-                                   data={"stage": stage, "message": message})
+                crud.add_event(session, job_id=self.job_id, kind="stage" if new_stage else "progress",
+                               message=stage if new_stage else (message or stage), data=step)
         except Exception:  # progress is best effort; the job itself must not fail over it
             log.warning("progress write for job %s failed", self.job_id, exc_info=True)
 

@@ -20,7 +20,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import update
 
-from app import crud
+from app import crud, jobevents
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
 from app.jobstates import JobStatus
@@ -47,6 +47,7 @@ def worker_name(hostname: str | None = None) -> str:
 def compress(self: Any, job_id: str) -> str:
     """Run one job; returns the job's final status (or 'skipped'). The result is ignored by design."""
     settings = get_settings()
+    jobevents.publish_through(settings.broker_url)  # the API's event streams hear of each commit
     me = worker_name(getattr(self.request, "hostname", None))
     with session_scope(settings.database_url) as session:
         job = crud.claim_job(session, job_id=job_id, worker=me, stale_after=settings.stale_after_seconds,

@@ -135,15 +135,22 @@ class InflightLimit:
     session are exempt, so a slow download never takes a slot.
     """
 
-    EXEMPT = ("/v1/artifacts/download", "/healthz", "/metrics")
+    EXEMPT = ("/v1/artifacts/download", "/healthz", "/metrics")  # and event streams: they hold no
+    # connection while they wait (app.api.eventstream), and may stay open for hours
 
     def __init__(self, app: ASGIApp, slots: RequestSlots) -> None:
         self.app = app
         self.slots = slots
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path", "").startswith(self.EXEMPT):
+        if scope["type"] != "http" or scope.get("path", "").startswith(self.EXEMPT) or _is_stream(scope):
             await self.app(scope, receive, send)
             return
         async with self.slots.semaphore:
             await self.app(scope, receive, send)
+
+
+def _is_stream(scope: Scope) -> bool:
+    """A request for Server-Sent Events (app.api.eventstream)."""
+    return scope.get("method") == "GET" and any(
+        name == b"accept" and b"text/event-stream" in value for name, value in scope.get("headers", ()))

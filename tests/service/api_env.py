@@ -75,7 +75,7 @@ def server_env(home: Path, database_url: str, broker_url: str, **extra: str) -> 
         "SPECTRA_SIGNING_SECRET": "test-signing-secret",
         "SPECTRA_MAX_BODY_BYTES": str(MAX_BODY),
         # Check the key on every request: these tests revoke a key and expect the next request to fail
-        # (the cache's own behaviour is tested in test_api_fastpath.py).
+        # (the cache's own behaviour is tested in test_api_reads.py).
         "SPECTRA_AUTH_CACHE_SECONDS": "0",
     })
     env.update(extra)
