@@ -22,8 +22,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.logredact import install_access_log_redaction
-from app.api.middleware import BodySizeLimit, HttpMetrics, InflightLimit, RequestMetrics, RequestSlots
+from app.api.middleware import BodyGuard, HttpMetrics, InflightLimit, RequestMetrics, RequestSlots
 from app.api.auth import KeyCache
+from app.api.docs import serve_docs
 from app.api.eventhub import EventHub
 from app.api.ratelimit import RateLimiter
 from app.api.routes import archive, downloads, health, jobs, methods
@@ -148,7 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_access_log_redaction()
     app = FastAPI(title="Spectra", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  generate_unique_id_function=_operation_id)
+                  generate_unique_id_function=_operation_id, docs_url=None, redoc_url=None)
+    serve_docs(app)
     app.state.settings = settings
     app.state.store = _lazy_store(settings)
     app.state.db = AsyncDatabase(settings.database_url or "")
@@ -172,10 +174,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:  # closed unless origins are configured
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "Content-Type", "Idempotency-Key"])
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    # As many requests at once as the async pool has connections (none waits on the pool), which also
-    # stays below the sync pool's size for the routes that still use it (see app.core.db).
+    # As many requests at once as the async pool has connections (none waits on the pool).
     app.add_middleware(InflightLimit, slots=slots)
+    # Outside the slots: a request takes one only once its whole body has arrived (slowloris).
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, deadline=settings.body_timeout_seconds)
     app.add_middleware(HttpMetrics, recorder=recorder)
     return app
 

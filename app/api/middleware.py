@@ -20,52 +20,74 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-class BodySizeLimit:
-    """Refuse bodies over max_bytes: from Content-Length up front, or while reading a chunked body."""
+class BodyGuard:
+    """Read a request's whole body before the application sees the request, within `max_bytes`
+    (413) and within `deadline` seconds (408), then hand it on in one piece.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    It sits outside InflightLimit: a client that sends its headers and then trickles (or never sends)
+    its body holds only its own socket and this coroutine, never one of the in-flight slots, so a
+    slow-body attack cannot keep other tenants' requests waiting; it is cut off at the deadline.
+    Bodies are small (JSON job specs, at most SPECTRA_MAX_BODY_BYTES), so holding one whole is cheap.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, deadline: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.deadline = deadline
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        message = f"request body larger than {self.max_bytes} bytes (SPECTRA_MAX_BODY_BYTES); send less"
+        declared = None
+        has_body = False
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.max_bytes
+                    declared = int(value)
                 except ValueError:
                     await _send_json(send, 400, {"detail": "invalid Content-Length header"})
                     return
-                if too_big:
-                    await _send_json(send, 413, {"detail": message})
-                    return
+                has_body = declared > 0
+            elif name == b"transfer-encoding":
+                has_body = True
+        too_big = f"request body larger than {self.max_bytes} bytes (SPECTRA_MAX_BODY_BYTES); send less"
+        if declared is not None and declared > self.max_bytes:
+            await _send_json(send, 413, {"detail": too_big})
+            return
+        if not has_body:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
         received = 0
-        started = refused = False
+        try:
+            async with asyncio.timeout(self.deadline):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # the client left; nothing to answer
+                    chunk = message.get("body", b"")
+                    received += len(chunk)
+                    if received > self.max_bytes:
+                        await _send_json(send, 413, {"detail": too_big})
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await _send_json(send, 408, {"detail": f"the request body did not arrive within {self.deadline:g} s "
+                                                   "(SPECTRA_BODY_TIMEOUT_SECONDS); send it at once"})
+            return
+        whole: Message | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
-        async def limited_receive() -> Message:
-            nonlocal received, refused
-            msg = await receive()
-            if msg["type"] == "http.request" and not refused:
-                received += len(msg.get("body", b""))
-                if received > self.max_bytes and not started:
-                    # Answer 413 ourselves, then tell the app the client left so it stops reading.
-                    refused = True
-                    await _send_json(send, 413, {"detail": message})
-                    return {"type": "http.disconnect"}
-            return msg
+        async def replay() -> Message:
+            nonlocal whole
+            if whole is not None:
+                message, whole = whole, None
+                return message
+            return await receive()  # after the body: only http.disconnect is left to come
 
-        async def guarded_send(msg: Message) -> None:
-            nonlocal started
-            if refused:  # whatever the app answers after our 413 is dropped
-                return
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
-
-        await self.app(scope, limited_receive, guarded_send)
+        await self.app(scope, replay, send)
 
 
 class RequestMetrics:

@@ -201,3 +201,20 @@ def test_etag_revalidation_answers_304_until_the_job_changes(api: ApiServer) -> 
             crud.finish_job(session, job_id=job_id, status="succeeded", worker="w", metrics={"ppl_after": 9.0})
         done = client.get(f"/v1/jobs/{job_id}")
         assert "retry-after" not in done.headers and "link" not in done.headers
+
+
+def test_docs_render_from_assets_served_here(tmp_path: Path) -> None:
+    """/docs and /redoc reference only Spectra's own URLs (they worked only online before), and the
+    POST /v1/jobs body has examples."""
+    import re
+
+    with TestClient(create_app(Settings(home=tmp_path, signing_secret="s"))) as client:  # type: ignore[arg-type]
+        for page in ("/docs", "/redoc"):
+            html = client.get(page).text
+            assert not re.search(r"(src|href)=['\"]https?://", html), html
+            for asset in re.findall(r"(?:src|href)=['\"](/docs-assets/[^'\"]+)", html):
+                served = client.get(asset)
+                assert served.status_code == 200 and len(served.content) > 1000, asset
+        examples = client.get("/openapi.json").json()["paths"]["/v1/jobs"]["post"]["requestBody"]["content"][
+            "application/json"]["examples"]
+        assert examples["svd"]["value"]["method"] == "svd"

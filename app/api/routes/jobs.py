@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response
 from fastapi.sse import EventSourceResponse
 from sqlalchemy.exc import IntegrityError
@@ -19,7 +19,7 @@ from app import crud
 from app.api.conditional import revalidatable
 from app.api.eventstream import job_events
 from app.api.deps import AUTH_RESPONSES, DbDep, SessionDep, SettingsDep, StoreDep, TenantDep
-from app.api.validation import JOB_ID, check_allowed_paths, decode_cursor, encode_cursor, field_error
+from app.api.validation import JOB_ID, check_allowed_paths, check_spec_size, decode_cursor, encode_cursor, field_error
 from app.jobstates import JobStatus
 from app.models import Artifact, Job
 from app.queue import enqueue_compress
@@ -29,6 +29,14 @@ from compression.specs import JobSpec, Method
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTH_RESPONSES)
 
+SPEC_EXAMPLES = {
+    "svd": {"summary": "Plain SVD on TinyStories-656K (seconds on a CPU)",
+            "value": {"model": "raincandy-u/TinyStories-656K", "method": "svd", "target_ratio": 0.2,
+                      "evaluation": {"corpus": "tinystories", "seq_len": 128, "max_windows": 2}}},
+    "grasp": {"summary": "GRASP at 20 % with calibration on WikiText-2",
+              "value": {"model": "HuggingFaceTB/SmolLM2-135M", "method": "grasp", "target_ratio": 0.2,
+                        "calibration": {"source": "wikitext2", "samples": 32, "seq_len": 256}}},
+}
 # The poll hint while a job is queued or running: a job takes minutes, and the events stream pushes
 # every change as it happens, so a poller gains nothing from asking more often.
 POLL_SECONDS = 5
@@ -55,11 +63,12 @@ def _accepted(job: JobOut, replayed: bool) -> JSONResponse:
     "the same key and the same body return the same job; the same key with another body is a 422.",
 )
 async def create_job(
-    spec: JobSpec, tenant: TenantDep, db: DbDep, settings: SettingsDep,
+    spec: Annotated[JobSpec, Body(openapi_examples=SPEC_EXAMPLES)], tenant: TenantDep, db: DbDep, settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")] = None,
 ) -> JSONResponse:
     check_allowed_paths(spec, settings)
     dumped = spec.model_dump(mode="json")
+    check_spec_size(dumped)
     request_hash = _request_hash(dumped)
 
     def insert(session: Session) -> tuple[Job, JobOut, bool]:
