@@ -5,6 +5,8 @@ Redis) following the database."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 STREAM = {"Accept": "text/event-stream"}
 SMOLLM2_LAYERS = 30
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +105,10 @@ def test_embedded_stream_follows_the_database(api: ApiServer) -> None:
         events = _stream(api.base_url, key, job_id)
         assert _layers(events) == [0, 1, 2, 3, 4]
         assert events[-1]["event"] == "job" and json.loads(events[-1]["data"])["metrics"] == {"ppl_after": 3.0}
+        # The quickstart's follower prints the steps and ends with the finished job.
+        followed = subprocess.run([sys.executable, str(REPO / "scripts" / "follow_job.py"), api.base_url, job_id, key],
+                                  capture_output=True, text=True, timeout=60, check=True)
+        assert json.loads(followed.stdout)["status"] == "succeeded" and "layer 4" in followed.stderr
         bad = client.get(f"/v1/jobs/{job_id}/events", headers={**STREAM, "Last-Event-ID": "x1"})
         assert bad.status_code == 422 and "last-event-id" in bad.text.lower()
     other = api.new_key("other")
