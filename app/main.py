@@ -29,6 +29,7 @@ from app.api.eventhub import EventHub
 from app.api.ratelimit import RateLimiter
 from app.api.routes import archive, downloads, health, jobs, methods
 from app.core.config import Settings, get_settings
+from app.dashboard import mount_dashboard
 from app.core.adb import API_POOL_SIZE, AsyncDatabase
 from app.metrics import AppMetrics
 from app.storage import ArtifactStore, StorageError, store_from_settings
@@ -161,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in (jobs.router, archive.router, methods.router, downloads.router, health.router):
         app.include_router(router)
+    mount_dashboard(app)
 
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]

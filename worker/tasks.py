@@ -168,8 +168,29 @@ def _metrics(report: dict[str, Any], *, wall_seconds: float, attempt: int) -> di
                 "decoder_linear_params_before", "decoder_linear_params_after", "protocol", "device"):
         if key in report:
             metrics[key] = report[key]
+    details = _chartable_details(report.get("method_details") or {})
+    if details:
+        metrics["method_details"] = details
     metrics["service"] = {"wall_seconds": round(wall_seconds, 3), "attempt": attempt}
     return metrics
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _chartable_details(details: dict[str, Any]) -> dict[str, Any]:
+    """The method's details the dashboard draws (ranks per matrix, removed or replaced layers, Block
+    Influence) and its scalar settings; logs such as SoCo's training curve stay in compression.json,
+    so the row (and every list page carrying it) does not grow with them."""
+    kept: dict[str, Any] = {}
+    for key, value in details.items():
+        scalar = value is None or isinstance(value, (str, bool)) or _is_number(value)
+        numbers = isinstance(value, list) and all(_is_number(v) for v in value)
+        by_name = isinstance(value, dict) and all(_is_number(v) for v in value.values())
+        if scalar or numbers or by_name:
+            kept[key] = value
+    return kept
 
 
 def _delete_quietly(store: Any, prefix: str) -> None:
