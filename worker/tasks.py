@@ -23,6 +23,7 @@ from sqlalchemy import update
 from app import crud, jobevents
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
+from app.crud.transitions import transition
 from app.jobstates import JobStatus
 from app.models import Job, utcnow
 from app.storage import job_prefix, store_from_settings
@@ -30,7 +31,7 @@ from app.storage.archive import archive_root, local_archive_digest
 from compression.errors import Cancelled
 from compression.specs import JobSpec
 from worker.celery_app import app
-from worker.config import TASK_NAME
+from app.messaging import TASK_NAME
 from worker.memorycap import job_memory_cap
 from worker.outcome import MAX_TRANSIENT_RETRIES, RETRY_BACKOFF_SECONDS, Failure, classify
 from worker.progress import JobTracker
@@ -215,14 +216,11 @@ def _release_for_retry(settings: Settings, *, job_id: str, worker: str, reason: 
     updated_at at the retry's due time keeps the sweeper from sending a duplicate in the meantime.
     """
     with session_scope(settings.database_url) as session:
-        result = session.execute(
-            update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == JobStatus.RUNNING.value,
-                              Job.cancel_requested.is_(False))
-            .values(status=JobStatus.QUEUED.value, worker=None, heartbeat_at=None,
-                    updated_at=utcnow() + timedelta(seconds=countdown))
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:
+        released = transition(session, job_id=job_id, sources=[JobStatus.RUNNING], target=JobStatus.QUEUED,
+                              where=[Job.worker == worker, Job.cancel_requested.is_(False)],
+                              values={"worker": None, "heartbeat_at": None},
+                              now=utcnow() + timedelta(seconds=countdown))
+        if not released:
             return False
         crud.add_event(session, job_id=job_id, kind="message", message=f"retrying after a transient error: {reason}")
     return True

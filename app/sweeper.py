@@ -28,7 +28,7 @@ from app.core.config import Settings
 from app.core.db import session_scope
 from app.jobstates import JobStatus
 from app.models import Job, utcnow
-from worker.config import QUEUE, broker_transport_options, is_filesystem_broker
+from app.messaging import QUEUE, broker_transport_options, is_filesystem_broker
 
 log = logging.getLogger(__name__)
 
