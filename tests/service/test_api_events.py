@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def smollm2_stack(tmp_path_factory: pytest.TempPathFactory, hf_home: Path, s3_server: S3Server) -> Iterator[Stack]:
+    """PostgreSQL, a Redis of its own (the worker publishes through it), one worker, the local store."""
     folder = tmp_path_factory.mktemp("events")
     redis_server = RedisServer(folder / "redis", folder / "redis-logs")
     port = new_port()
@@ -40,6 +41,9 @@ def smollm2_stack(tmp_path_factory: pytest.TempPathFactory, hf_home: Path, s3_se
         with fresh_postgres_database() as database_url:
             env = distributed_env(folder, hf_home, port, database_url, redis_server.url, s3_server)
             env["SPECTRA_MODEL_ROOTS"] = str(smollm2_dir().resolve().parent)
+            # The local store: writing SmolLM2's factors to the moto S3 server took most of the test.
+            for name in ("SPECTRA_ARTIFACT_STORE", "SPECTRA_S3_ENDPOINT_URL", "SPECTRA_S3_PUBLIC_ENDPOINT_URL"):
+                env.pop(name)
             with running_stack(env, port, folder / "logs", embedded=False, workers=1) as stack:
                 yield stack
     finally:
@@ -63,7 +67,8 @@ def _layers(events: list[dict[str, str]]) -> list[int]:
 def test_smollm2_job_streams_every_layer_and_its_metrics_and_resumes_without_gaps(smollm2_stack: Stack) -> None:
     alice = smollm2_stack.client("alice")
     spec: dict[str, Any] = {"model": str(smollm2_dir().resolve()), "method": "svd", "target_ratio": 0.2,
-                            "evaluation": {"corpus": "tinystories", "seq_len": 64, "max_windows": 1}}
+                            "evaluation": {"enabled": False},
+                            "export": {"dtype": "bfloat16"}}
     job = alice.submit_ok(spec)
     base = smollm2_stack.env["SPECTRA_PUBLIC_URL"]
     # The first few events, then the client hangs up mid-job and comes back with Last-Event-ID.
@@ -73,7 +78,7 @@ def test_smollm2_job_streams_every_layer_and_its_metrics_and_resumes_without_gap
     assert rest[-1]["event"] == "job", rest[-1]
     final = json.loads(rest[-1]["data"])
     assert final["status"] == "succeeded", f"{final}\n{smollm2_stack.logs()}"
-    assert final["metrics"]["ppl_after"] > 0 and final["metrics"] == alice.job(job["id"])["metrics"]
+    assert final["metrics"]["achieved_ratio"] > 0.19 and final["metrics"] == alice.job(job["id"])["metrics"]
     # Every event of the log exactly once, in order: nothing lost across the reconnect.
     logged = alice.events(job["id"])
     assert [int(e["id"]) for e in seen[:-1]] == [e["id"] for e in logged]

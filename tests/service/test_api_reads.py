@@ -76,7 +76,7 @@ def test_revoked_key_works_at_most_the_cache_ttl(tmp_path: Path) -> None:
 
 
 def test_rate_limiter_counts_in_redis_and_falls_back_to_memory() -> None:
-    """The limiter's own Redis client (app.api.rediscount): shared counts, and memory when Redis is gone."""
+    """Shared counts through Redis (redis-py asyncio), and memory when Redis is gone."""
     async def hits(limiter: RateLimiter, key: str, n: int) -> list[int | None]:
         return list(await asyncio.gather(*[limiter.hit(key, now=120.0) for _ in range(n)]))
 
@@ -84,7 +84,8 @@ def test_rate_limiter_counts_in_redis_and_falls_back_to_memory() -> None:
         key = "test-" + secrets.token_hex(4)
         first, second = RateLimiter(3, redis_url=broker), RateLimiter(3, redis_url=broker)
         assert asyncio.run(hits(first, key, 2)) == [None, None]
-        assert asyncio.run(hits(second, key, 2)) == [None, 60]  # one count across processes
+        # One count across processes: of two concurrent requests, one is the third (admitted), one the fourth.
+        assert sorted(r or 0 for r in asyncio.run(hits(second, key, 2))) == [0, 60]
         down = RateLimiter(2, redis_url="redis://127.0.0.1:1/0")
         assert asyncio.run(hits(down, key, 3))[2] is not None  # counted in memory instead
 
