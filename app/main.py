@@ -27,7 +27,7 @@ from app.api.auth import KeyCache
 from app.api.docs import serve_docs
 from app.api.eventhub import EventHub
 from app.api.ratelimit import RateLimiter
-from app.api.routes import archive, downloads, health, jobs, methods
+from app.api.routes import archive, datasets, downloads, health, jobs, methods
 from app.core.config import Settings, get_settings
 from app.dashboard import mount_dashboard
 from app.core.adb import API_POOL_SIZE, AsyncDatabase
@@ -160,7 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = AppMetrics(settings)
     app.state.event_hub = EventHub(settings.broker_url)
 
-    for router in (jobs.router, archive.router, methods.router, downloads.router, health.router):
+    for router in (jobs.router, archive.router, datasets.router, methods.router, downloads.router, health.router):
         app.include_router(router)
     mount_dashboard(app)
 
@@ -179,7 +179,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # As many requests at once as the async pool has connections (none waits on the pool).
     app.add_middleware(InflightLimit, slots=slots)
     # Outside the slots: a request takes one only once its whole body has arrived (slowloris).
-    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, deadline=settings.body_timeout_seconds)
+    # A dataset upload is a file plus multipart framing (boundaries, part headers: well under 64 KiB);
+    # the route refuses a file over the limit itself, with the exact number.
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, deadline=settings.body_timeout_seconds,
+                       uploads={"/v1/datasets": (settings.dataset_max_bytes + 65536, "SPECTRA_DATASET_MAX_BYTES")})
     app.add_middleware(HttpMetrics, recorder=recorder)
     return app
 

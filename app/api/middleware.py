@@ -28,17 +28,25 @@ class BodyGuard:
     its body holds only its own socket and this coroutine, never one of the in-flight slots, so a
     slow-body attack cannot keep other tenants' requests waiting; it is cut off at the deadline.
     Bodies are small (JSON job specs, at most SPECTRA_MAX_BODY_BYTES), so holding one whole is cheap.
+
+    Uploads (`uploads`: path -> (limit, setting); files of up to SPECTRA_DATASET_MAX_BYTES) are not
+    held whole: they stream to the route under their own limit, and each piece must arrive within
+    `deadline` seconds of the previous one (a stalled upload is cut off; a slow one holds its slot).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, deadline: float) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, deadline: float,
+                 uploads: dict[str, tuple[int, str]] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.deadline = deadline
+        self.uploads = uploads or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes, setting = self.uploads.get(scope["path"], (self.max_bytes, "SPECTRA_MAX_BODY_BYTES"))
+        too_big = f"request body larger than {max_bytes} bytes ({setting}); send less"
         declared = None
         has_body = False
         for name, value in scope.get("headers", []):
@@ -51,13 +59,21 @@ class BodyGuard:
                 has_body = declared > 0
             elif name == b"transfer-encoding":
                 has_body = True
-        too_big = f"request body larger than {self.max_bytes} bytes (SPECTRA_MAX_BODY_BYTES); send less"
-        if declared is not None and declared > self.max_bytes:
+        if declared is not None and declared > max_bytes:
             await _send_json(send, 413, {"detail": too_big})
             return
         if not has_body:
             await self.app(scope, receive, send)
-            return
+        elif scope["path"] in self.uploads:
+            await self._stream(scope, receive, send, max_bytes, too_big)
+        else:
+            await self._whole(scope, receive, send, too_big)
+
+    def _late(self) -> dict[str, str]:
+        return {"detail": f"the request body did not arrive within {self.deadline:g} s "
+                          "(SPECTRA_BODY_TIMEOUT_SECONDS); send it at once"}
+
+    async def _whole(self, scope: Scope, receive: Receive, send: Send, too_big: str) -> None:
         chunks: list[bytes] = []
         received = 0
         try:
@@ -75,8 +91,7 @@ class BodyGuard:
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
-            await _send_json(send, 408, {"detail": f"the request body did not arrive within {self.deadline:g} s "
-                                                   "(SPECTRA_BODY_TIMEOUT_SECONDS); send it at once"})
+            await _send_json(send, 408, self._late())
             return
         whole: Message | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
@@ -88,6 +103,38 @@ class BodyGuard:
             return await receive()  # after the body: only http.disconnect is left to come
 
         await self.app(scope, replay, send)
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, max_bytes: int, too_big: str) -> None:
+        received = 0
+        started = refused = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, refused
+            try:
+                msg = await asyncio.wait_for(receive(), self.deadline)
+            except TimeoutError:
+                if not started:
+                    refused = True
+                    await _send_json(send, 408, self._late())
+                return {"type": "http.disconnect"}  # the route stops reading
+            if msg["type"] == "http.request" and not refused:
+                received += len(msg.get("body", b""))
+                if received > max_bytes and not started:
+                    # Answer 413 ourselves, then tell the app the client left so it stops reading.
+                    refused = True
+                    await _send_json(send, 413, {"detail": too_big})
+                    return {"type": "http.disconnect"}
+            return msg
+
+        async def guarded_send(msg: Message) -> None:
+            nonlocal started
+            if refused:  # whatever the app answers after our 413 / 408 is dropped
+                return
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        await self.app(scope, limited_receive, guarded_send)
 
 
 class RequestMetrics:

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import crud
 from app.api.conditional import revalidatable
+from app.api.datasetrefs import pin_datasets
 from app.api.eventstream import job_events
 from app.api.deps import AUTH_RESPONSES, DbDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from app.api.validation import JOB_ID, check_allowed_paths, check_spec_size, decode_cursor, encode_cursor, field_error
@@ -69,6 +70,7 @@ async def create_job(
     check_allowed_paths(spec, settings)
     dumped = spec.model_dump(mode="json")
     check_spec_size(dumped)
+    await pin_datasets(db, dumped, tenant.id)
     request_hash = _request_hash(dumped)
 
     def insert(session: Session) -> tuple[Job, JobOut, bool]:

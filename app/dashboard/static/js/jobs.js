@@ -83,6 +83,7 @@ export function mountJobs(root, query) {
       render();  // also when unchanged: running durations move on
     } catch (exc) {
       error.textContent = `Could not load jobs: ${exc.message}`;
+      throw exc;  // so that poll() backs off
     }
   }
 
