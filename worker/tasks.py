@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import update
 
 from app import crud, jobevents
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
-from app.messaging import TASK_NAME
 from app.crud.transitions import transition
+from app.messaging import TASK_NAME
 from app.jobstates import JobStatus
 from app.models import Job, utcnow
 from app.storage import job_prefix, store_from_settings

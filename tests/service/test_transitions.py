@@ -18,7 +18,7 @@ OWNER = REPO / "app" / "crud" / "transitions.py"
 
 
 def _status_writes(path: Path) -> list[str]:
-    """`.values(status=...)` calls and `<x>.status = ...` assignments in one source file."""
+    """`.values(status=...)` calls and `<row>.status = ...` assignments in one source file."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "values":
@@ -26,7 +26,8 @@ def _status_writes(path: Path) -> list[str]:
                 found.append(f"{path.relative_to(REPO)}:{node.lineno}")
         if isinstance(node, (ast.Assign, ast.AugAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            if any(isinstance(t, ast.Attribute) and t.attr == "status" for t in targets):
+            if any(isinstance(t, ast.Attribute) and t.attr == "status" and not (
+                    isinstance(t.value, ast.Name) and t.value.id == "self") for t in targets):  # an object's own field
                 found.append(f"{path.relative_to(REPO)}:{node.lineno}")
     return found
 
