@@ -27,7 +27,8 @@ _JOBS = Job.__table__
 # What JobOut shows, nothing more (not worker, heartbeat_at, idempotency_key, request_hash).
 _SHOWN = [_JOBS.c[name] for name in (
     "id", "status", "model", "revision", "method", "target_ratio", "spec", "progress_stage", "progress_fraction",
-    "progress_message", "metrics", "error_code", "error_message", "attempts", "cancel_requested", "created_at",
+    "progress_message", "progress_stage_fraction", "progress_layer", "progress_layers", "progress_eta_seconds",
+    "metrics", "estimate", "error_code", "error_message", "attempts", "cancel_requested", "created_at",
     "started_at", "finished_at", "updated_at",
 )]
 _ONE = select(*_SHOWN).where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.tenant_id == bindparam("tenant_id"))

@@ -133,7 +133,9 @@ def test_list_pages_show_every_update_whoever_wrote_it(api: ApiServer) -> None:
                                 {"m": f"step {round_}", "f": round_ / 4, "id": ids[1]})
             items = client.get("/v1/jobs").json()["items"]
             changed = next(item for item in items if item["id"] == ids[1])
-            assert changed["progress"] == {"stage": None, "fraction": round_ / 4, "message": f"step {round_}"}
+            assert changed["progress"] == {"stage": None, "fraction": round_ / 4, "message": f"step {round_}",
+                                           "stage_fraction": None, "layer": None, "layers": None,
+                                           "eta_seconds": None}
             assert changed == client.get(f"/v1/jobs/{ids[1]}").json()
             assert [i for i in items if i["id"] != ids[1]] == [i for i in first if i["id"] != ids[1]]
         # Whole pages are kept too (app.api.jobcache.RenderedPages): a new job, a deleted one and the

@@ -16,6 +16,7 @@ from app import crud
 from app.api import jobreads
 from app.api.deps import AUTH_RESPONSES, DbDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from app.api.jobjson import JsonBytes, job_json
+from app.api.preflight import submission_estimate
 from app.api.validation import check_allowed_paths, decode_cursor, field_error
 from app.jobstates import JobStatus
 from app.models import Artifact, Job
@@ -46,13 +47,19 @@ def _accepted(job: dict[str, Any], replayed: bool) -> JsonBytes:
     responses={503: {"model": ErrorOut, "description": "Database or broker unreachable; retry"}},
     summary="Submit a compression job",
     description="Validated by the library's JobSpec (unknown keys refused). With `Idempotency-Key`, "
-    "the same key and the same body return the same job; the same key with another body is a 422.",
+    "the same key and the same body return the same job; the same key with another body is a 422. "
+    "The preflight estimate (peak device/host memory, disk, time per execution mode) is computed from the "
+    "model's config.json and stored as `estimate`; a job that fits the workers' declared memory "
+    "(SPECTRA_WORKER_DEVICE_MEMORY / SPECTRA_WORKER_HOST_MEMORY, or the spec's own limits) in no mode is a 422 "
+    "(type does_not_fit) whose message gives the numbers.",
 )
 async def create_job(
     spec: JobSpec, tenant: TenantDep, db: DbDep, settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")] = None,
 ) -> JsonBytes:
     check_allowed_paths(spec, settings)
+    # Reads config.json from disk (a model root or the hub cache): off the event loop.
+    estimate = await run_in_threadpool(submission_estimate, spec, settings)
     dumped = spec.model_dump(mode="json")
     request_hash = _request_hash(dumped)
 
@@ -73,7 +80,7 @@ async def create_job(
                                 f"this tenant already has {quota} queued or running jobs (the limit); wait for one "
                                 "to finish or cancel one, then submit again", headers={"Retry-After": "30"})
         try:
-            job = crud.create_job(session, tenant_id=tenant.id, spec=dumped,
+            job = crud.create_job(session, tenant_id=tenant.id, spec=dumped, estimate=estimate,
                                   idempotency_key=idempotency_key, request_hash=request_hash)
             session.commit()
         except IntegrityError:  # a concurrent request with the same Idempotency-Key won the insert
