@@ -7,16 +7,16 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.models import Artifact, Job, JobEvent
+from app.models import Artifact, Dataset, Job, JobEvent
 
 
 class Progress(BaseModel):
     stage: str | None = Field(
         None, description="load, calibrate, evaluate_before, compress, evaluate_after, export, upload")
-    fraction: float | None = Field(
-        None, description="0..1 of the whole job: the stages weighted by their expected duration (the estimate's)")
+    fraction: float | None = Field(None, description="0..1 of the current stage (what run() reports)")
     message: str | None = None
-    stage_fraction: float | None = Field(None, description="0..1 of the current stage")
+    overall_fraction: float | None = Field(
+        None, description="0..1 of the whole job: the stages weighted by their expected duration (the estimate's)")
     layer: int | None = Field(None, description="Decoder layers finished in the current layer loop (layer i of N)")
     layers: int | None = Field(None, description="Decoder layers the current layer loop goes through (N)")
     eta_seconds: float | None = Field(
@@ -43,14 +43,17 @@ class JobOut(BaseModel):
     revision: str | None
     method: str
     target_ratio: float
-    spec: dict[str, Any] = Field(..., description="The validated job spec, defaults filled in")
+    spec: dict[str, Any] | None = Field(
+        None, description="The validated job spec, defaults filled in (list items: only with ?include=spec)")
     progress: Progress
-    metrics: dict[str, Any] | None
+    metrics: dict[str, Any] | None = Field(
+        None, description="Perplexity, parameter counts, timings once finished (list items: only with ?include=metrics)")
     estimate: dict[str, Any] | None = Field(
         None, description="Preflight estimate from the model's config.json: params, weights_bytes, and per "
         "execution mode (resident; sequential with offload cpu / disk) device_bytes, host_bytes, disk_bytes, "
         "seconds and a breakdown; `chosen` is the mode `auto` resolves to under the memory limits. Null until "
-        "computed (by the API at submission, else by the worker before it reads any weight)")
+        "computed (by the API at submission, else by the worker before it reads any weight); list items: only "
+        "with ?include=estimate")
     error: JobError | None
     attempts: int
     cancel_requested: bool
@@ -70,9 +73,10 @@ class JobOut(BaseModel):
             id=job.id, status=job.status, model=job.model, revision=job.revision, method=job.method,
             target_ratio=job.target_ratio, spec=job.spec,
             progress=Progress(stage=job.progress_stage, fraction=job.progress_fraction, message=job.progress_message,
-                              stage_fraction=job.progress_stage_fraction, layer=job.progress_layer,
+                              overall_fraction=job.progress_overall_fraction, layer=job.progress_layer,
                               layers=job.progress_layers, eta_seconds=job.progress_eta_seconds),
-            metrics=job.metrics, estimate=job.estimate, error=error, attempts=job.attempts, cancel_requested=job.cancel_requested,
+            metrics=job.metrics, estimate=job.estimate, error=error, attempts=job.attempts,
+            cancel_requested=job.cancel_requested,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
             updated_at=job.updated_at,
             links=JobLinks(self=base, events=f"{base}/events", artifacts=f"{base}/artifacts", cancel=f"{base}/cancel"),
@@ -108,6 +112,21 @@ class ArtifactOut(BaseModel):
         return cls(name=artifact.name, size=artifact.size, sha256=artifact.sha256, url=url, expires_in=ttl)
 
 
+class DatasetOut(BaseModel):
+    id: str = Field(..., description="Use as calibration.dataset_id with calibration.source 'dataset'")
+    name: str = Field(..., description="The uploaded file's name")
+    format: str = Field(..., description="txt | jsonl | parquet")
+    size: int
+    sha256: str = Field(..., description="sha256 of the file as uploaded; jobs that use it record it")
+    records: int = Field(..., description="Non-empty lines (txt) or rows with text (jsonl, parquet)")
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, dataset: Dataset) -> "DatasetOut":
+        return cls(id=dataset.id, name=dataset.name, format=dataset.format, size=dataset.size,
+                   sha256=dataset.sha256, records=dataset.records, created_at=dataset.created_at)
+
+
 class MethodOut(BaseModel):
     name: str
     summary: str
@@ -121,6 +140,11 @@ class MethodOut(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str = Field(..., description="What went wrong and what to change")
+
+
+class UploadProblem(BaseModel):
+    detail: str | list[dict[str, Any]] = Field(
+        ..., description="What is wrong with the file (a sentence), or which form field is missing (a list)")
 
 
 class CheckResult(BaseModel):

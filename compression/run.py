@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform
 import random
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from compression.calibration import CALIBRATION_FILES, EVAL_FILES, calibration_windows, check_user_file, eval_tokens
+from compression.calibration import (
+    CALIBRATION_FILES, EVAL_FILES, calibration_windows, check_user_file, dataset_file, eval_tokens,
+)
 from compression.errors import Cancelled, InvalidInput, RatioNotReached
 from compression.estimate import Estimate, preflight
 from compression.evaluation import StageTimer, peak_memory, perplexity, reset_peak_memory
@@ -41,6 +43,8 @@ class RunSettings:
     data_roots: tuple[Path, ...] = ()
     cache_dir: Path | None = None
     ratio_tolerance: float = 0.01
+    # Uploaded datasets the caller (the service's worker) downloaded: dataset id -> local .txt / .jsonl.
+    datasets: Mapping[str, Path] = field(default_factory=dict)
     # The worker's declared memory (bytes; None = no limit): the preflight estimate is held to the tighter
     # of these and the spec's execution.max_*_memory, and `auto` execution resolves against them.
     device_memory_limit: int | None = None
@@ -129,7 +133,10 @@ def _calibration_record(spec: JobSpec, calib: torch.Tensor | None) -> dict[str, 
     if calib is None:
         return None
     c = spec.calibration
-    file, split = (c.path, "user file") if c.source == "file" else CALIBRATION_FILES[c.source]
+    if c.source == "dataset":
+        file, split = c.dataset_id, "uploaded dataset"
+    else:
+        file, split = (c.path, "user file") if c.source == "file" else CALIBRATION_FILES[c.source]
     return {**c.model_dump(mode="json"), "file": file, "split": split, "tokens": int(calib.numel()),
             "seed": spec.seed, "sampling": "uniform random window starts, torch.Generator(seed)"}
 
@@ -156,6 +163,8 @@ def run(
     device = resolve_device(spec.device)
     if spec.calibration.source == "file" and compressor.info.requires_calibration:
         check_user_file(spec.calibration.path or "", settings.data_roots)  # fail before loading a model
+    if spec.calibration.source == "dataset" and compressor.info.requires_calibration:
+        dataset_file(spec.calibration.dataset_id, settings.datasets)
     estimate = preflight(spec, model_roots=settings.model_roots, cache_dir=settings.cache_dir, device=device.type,
                          device_limit=settings.device_memory_limit, host_limit=settings.host_memory_limit)
     stages = _Stages(progress, should_stop, device)
@@ -182,7 +191,7 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
     with stages.stage("calibrate", f"calibration windows from {spec.calibration.source}"):
         if compressor.info.requires_calibration:
             calib = calibration_windows(lm.tokenizer, spec.calibration, settings.data_dir, settings.data_roots,
-                                        spec.seed, max_positions=limit)
+                                        spec.seed, max_positions=limit, datasets=settings.datasets)
 
     ev, tokens, ppl_before = spec.evaluation, None, None
     with stages.stage("evaluate_before", f"perplexity on {ev.corpus}" if ev.enabled else "evaluation disabled"):

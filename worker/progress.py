@@ -118,8 +118,8 @@ class JobTracker:
         eta = None if snapshot.eta_seconds is None else round(snapshot.eta_seconds, 1)
         try:
             with session_scope(self._url) as session:
-                crud.set_progress(session, job_id=self.job_id, stage=stage, fraction=round(snapshot.fraction, 4),
-                                  message=message, stage_fraction=fraction, layer=snapshot.layer,
+                crud.set_progress(session, job_id=self.job_id, stage=stage, fraction=fraction, message=message,
+                                  overall_fraction=round(snapshot.fraction, 4), layer=snapshot.layer,
                                   layers=snapshot.layers, eta_seconds=eta)
                 if new_stage:
                     crud.add_event(session, job_id=self.job_id, kind="stage", message=stage,

@@ -104,16 +104,16 @@ def is_cancel_requested(session: Session, *, job_id: str) -> bool:
 
 def set_progress(
     session: Session, *, job_id: str, stage: str | None, fraction: float | None, message: str | None,
-    stage_fraction: float | None = None, layer: int | None = None, layers: int | None = None,
+    overall_fraction: float | None = None, layer: int | None = None, layers: int | None = None,
     eta_seconds: float | None = None,
 ) -> None:
-    """fraction: of the whole job; stage_fraction: of the current stage; layer/layers: layers done of all."""
+    """fraction: of the current stage; overall_fraction: of the whole job; layer/layers: layers done of all."""
     now = utcnow()
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
         .values(progress_stage=stage, progress_fraction=fraction,
-                progress_message=(message or "")[:4000] or None, progress_stage_fraction=stage_fraction,
+                progress_message=(message or "")[:4000] or None, progress_overall_fraction=overall_fraction,
                 progress_layer=layer, progress_layers=layers, progress_eta_seconds=eta_seconds, updated_at=now)
         .execution_options(synchronize_session=False)
     )
@@ -152,7 +152,7 @@ def finish_job(
     if metrics is not None:
         values["metrics"] = metrics
     if final is JobStatus.SUCCEEDED:
-        values.update(progress_fraction=1.0, progress_stage_fraction=1.0, progress_eta_seconds=0.0)
+        values.update(progress_fraction=1.0, progress_overall_fraction=1.0, progress_eta_seconds=0.0)
     result = session.execute(update(Job).where(*conditions).values(**values)
                              .execution_options(synchronize_session=False))
     if result.rowcount != 1:

@@ -55,7 +55,9 @@ def test_estimate_is_stored_for_hub_and_local_models(tmp_path: Path, folders: di
         shown = client.get(hub.headers["location"], headers=headers).json()
         assert shown["estimate"] == hub.json()["estimate"]
         assert client.get(unknown.headers["location"], headers=headers).json()["estimate"] is None  # the worker's
-        listed = {j["id"]: j for j in client.get("/v1/jobs", headers=headers).json()["items"]}
+        slim = client.get("/v1/jobs", headers=headers).json()["items"]
+        listed = {j["id"]: j for j in client.get("/v1/jobs?include=estimate", headers=headers).json()["items"]}
+    assert all("estimate" not in j for j in slim)
     estimate = shown["estimate"]
     assert estimate["params"] == 656_000 and estimate["device"] == "cpu" and estimate["chosen"] == "resident"
     assert [(m["mode"], m["offload"]) for m in estimate["modes"]] == [
