@@ -60,8 +60,8 @@ def _stream(base_url: str, key: str, job_id: str, last_event_id: str | None = No
 
 
 def _layers(events: list[dict[str, str]]) -> list[int]:
-    return [json.loads(e["data"])["data"]["layer"] for e in events
-            if e["event"] in ("stage", "progress") and "layer" in (json.loads(e["data"])["data"] or {})]
+    steps = [json.loads(e["data"])["data"] or {} for e in events if e["event"] in ("stage", "progress")]
+    return [step["layer"] for step in steps if step.get("layer") is not None]
 
 
 def test_smollm2_job_streams_every_layer_and_its_metrics_and_resumes_without_gaps(smollm2_stack: Stack) -> None:
@@ -83,7 +83,10 @@ def test_smollm2_job_streams_every_layer_and_its_metrics_and_resumes_without_gap
     logged = alice.events(job["id"])
     assert [int(e["id"]) for e in seen[:-1]] == [e["id"] for e in logged]
     assert [json.loads(e["data"]) for e in seen[:-1]] == logged
-    assert sorted(set(_layers(seen))) == list(range(SMOLLM2_LAYERS))
+    assert sorted(set(_layers(seen))) == list(range(1, SMOLLM2_LAYERS + 1))  # layer i of N, i = layers done
+    steps = [json.loads(e["data"])["data"] for e in seen if e["event"] == "progress"]
+    assert {s["layers"] for s in steps if s["stage"] == "compress" and s["layers"] is not None} == {SMOLLM2_LAYERS}
+    assert any(s["eta_seconds"] is not None for s in steps) and all(0 <= s["overall_fraction"] <= 1 for s in steps)
     states = [json.loads(e["data"])["data"]["status"] for e in seen if e["event"] == "state"]
     assert states == ["queued", "running", "succeeded"]
     # A finished job's stream: what is after the given id, then the job, then the end.
@@ -102,18 +105,18 @@ def test_embedded_stream_follows_the_database(api: ApiServer) -> None:
         tracker = JobTracker(database_url=api.database_url, job_id=job_id, worker="w", heartbeat_seconds=60,
                              time_limit_seconds=60, min_interval=60)
         tracker.record("compress", 0.0, "starting")
-        for layer in range(5):
-            tracker.record("compress", layer / 5, f"layer {layer}: truncated SVD")
-            tracker.record("compress", layer / 5 + 0.1, f"layer {layer}: truncated SVD")  # throttled away
+        for done in range(1, 6):
+            tracker.record("compress", done / 5 - 0.1, "half way through the next layer")  # throttled away
+            tracker.record("compress", done / 5, f"layer {done}/5: truncated SVD")
         with session_scope(api.database_url) as session:
             crud.finish_job(session, job_id=job_id, status="succeeded", worker="w", metrics={"ppl_after": 3.0})
         events = _stream(api.base_url, key, job_id)
-        assert _layers(events) == [0, 1, 2, 3, 4]
+        assert _layers(events) == [1, 2, 3, 4, 5]
         assert events[-1]["event"] == "job" and json.loads(events[-1]["data"])["metrics"] == {"ppl_after": 3.0}
         # The quickstart's follower prints the steps and ends with the finished job.
         followed = subprocess.run([sys.executable, str(REPO / "scripts" / "follow_job.py"), api.base_url, job_id, key],
                                   capture_output=True, text=True, timeout=60, check=True)
-        assert json.loads(followed.stdout)["status"] == "succeeded" and "layer 4" in followed.stderr
+        assert json.loads(followed.stdout)["status"] == "succeeded" and "layer 5/5" in followed.stderr
         bad = client.get(f"/v1/jobs/{job_id}/events", headers={**STREAM, "Last-Event-ID": "x1"})
         assert bad.status_code == 422 and "last-event-id" in bad.text.lower()
     other = api.new_key("other")
