@@ -78,7 +78,14 @@ class Settings(BaseSettings):
         5, ge=0, description="How long each API process trusts a checked API key; a revoked key works "
         "that long at most. 0 = check every request.")
     rate_limit_per_minute: int = Field(0, ge=0, description="Requests per minute per API key; 0 = unlimited.")
-    max_active_jobs_per_tenant: int = Field(0, ge=0, description="Queued + running jobs a tenant may have; 0 = unlimited.")
+    max_active_jobs_per_tenant: int = Field(
+        0, ge=0, description="Queued + running jobs a tenant may have; 0 = unlimited. `spectra admin "
+        "set-tenant` overrides it (and the two below) per tenant.")
+    submissions_per_minute_per_tenant: int = Field(
+        0, ge=0, description="Jobs a tenant may submit per minute, cancelled ones included; 0 = unlimited.")
+    daily_gpu_seconds_per_tenant: int = Field(
+        0, ge=0, description="Seconds of worker (GPU) time a tenant's jobs may use in any 24 hours, from the "
+        "job rows' start and finish times; past it submissions are refused; 0 = unlimited.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     sweep_interval_seconds: float = Field(15, gt=0)
 

@@ -18,7 +18,7 @@ from app.api.deps import AUTH_RESPONSES, DbDep, SessionDep, SettingsDep, StoreDe
 from app.api.jobjson import JsonBytes, job_json
 from app.api.validation import check_allowed_paths, decode_cursor, field_error
 from app.jobstates import JobStatus
-from app.models import Artifact, Job
+from app.models import Artifact, Job, Tenant
 from app.queue import enqueue_compress
 from app.schemas import ArtifactOut, ErrorOut, EventOut, JobOut, JobPage
 from compression.specs import JobSpec, Method
@@ -55,6 +55,9 @@ async def create_job(
     check_allowed_paths(spec, settings)
     dumped = spec.model_dump(mode="json")
     request_hash = _request_hash(dumped)
+    defaults = crud.Limits(max_active_jobs=settings.max_active_jobs_per_tenant,
+                           submissions_per_minute=settings.submissions_per_minute_per_tenant,
+                           daily_gpu_seconds=settings.daily_gpu_seconds_per_tenant)
 
     def insert(session: Session) -> tuple[Job, dict[str, Any], bool]:
         """(the job, its JSON, replayed?): app.crud's sync code, run by the AsyncSession on the event
@@ -63,15 +66,15 @@ async def create_job(
             existing = crud.get_job_by_idempotency_key(session, tenant_id=tenant.id, idempotency_key=idempotency_key)
             if existing is not None:
                 return existing, _replayable(existing, request_hash), True
-        quota = settings.max_active_jobs_per_tenant
-        if quota:
-            # Count and insert under the tenant's lock (released by the commit or rollback below):
-            # without it, concurrent POSTs all counted the same jobs and together passed the quota.
-            crud.lock_tenant_for_submission(session, tenant_id=tenant.id)
-        if quota and crud.count_active_jobs(session, tenant_id=tenant.id) >= quota:
-            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                                f"this tenant already has {quota} queued or running jobs (the limit); wait for one "
-                                "to finish or cancel one, then submit again", headers={"Retry-After": "30"})
+        # Count and insert under the tenant's lock (released by the commit or rollback below): without
+        # it, concurrent POSTs all counted the same jobs and together passed the limits.
+        crud.lock_tenant_for_submission(session, tenant_id=tenant.id)
+        row = session.get(Tenant, tenant.id)
+        limits = crud.tenant_limits(row, defaults) if row is not None else defaults
+        refusal = crud.submission_refusal(session, tenant_id=tenant.id, limits=limits) if limits.any() else None
+        if refusal is not None:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, refusal.message,
+                                headers={"Retry-After": str(refusal.retry_after_seconds)})
         try:
             job = crud.create_job(session, tenant_id=tenant.id, spec=dumped,
                                   idempotency_key=idempotency_key, request_hash=request_hash)
