@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 
 from app.core.config import Settings
 from app.crud import Cursor
+from compression.errors import InvalidInput
+from compression.roots import find_data_file
 from compression.specs import JobSpec
 
 # Job ids are uuid4 hex; anything else (NUL bytes, 10 kB, odd characters) cannot exist. Checked before
@@ -26,27 +28,35 @@ def field_error(loc: tuple[str | int, ...], message: str, kind: str = "value_err
 
 
 def _under(path: str, roots: list[Path]) -> bool:
-    # normpath, not resolve(): the API may not see the worker's disk; the loader re-checks with realpath.
-    candidate = Path(os.path.normpath(path))
+    # realpath follows the links this process can see and normalises the rest (the API may not see the
+    # worker's disk); the loader checks again on the worker, links resolved.
+    candidate = Path(os.path.realpath(path))
     return any(candidate == root or candidate.is_relative_to(root) for root in roots)
 
 
 def check_allowed_paths(spec: JobSpec, settings: Settings) -> None:
+    """Local model and calibration paths against this server's roots. The messages never name the
+    roots: they are the server's paths, not the tenant's."""
     if spec.model.startswith("/"):
         if not settings.model_roots:
             raise field_error(("body", "model"), "local model paths are disabled on this server "
                               "(SPECTRA_MODEL_ROOTS is empty); use a Hugging Face id like 'org/name'")
         if not _under(spec.model, settings.model_roots):
-            roots = ", ".join(str(r) for r in settings.model_roots)
-            raise field_error(("body", "model"), f"local model path must lie under an allowed root ({roots})")
+            raise field_error(("body", "model"), "local model path is outside this server's model roots; "
+                              "give the name of a model folder under a model root instead")
     path = spec.calibration.path
     if spec.calibration.source == "file" and path is not None:
         if not settings.data_roots:
             raise field_error(("body", "calibration", "path"), "calibration files are disabled on this "
                               "server (SPECTRA_DATA_ROOTS is empty); use a named corpus")
         if path.startswith("/") and not _under(path, settings.data_roots):
-            roots = ", ".join(str(r) for r in settings.data_roots)
-            raise field_error(("body", "calibration", "path"), f"calibration file must lie under an allowed data root ({roots})")
+            raise field_error(("body", "calibration", "path"), "calibration file is outside this server's "
+                              "data roots; give a path relative to a data root")
+        if any(root.is_dir() for root in settings.data_roots):  # this process sees the roots: check now
+            try:
+                find_data_file(path, settings.data_roots)
+            except InvalidInput as exc:
+                raise field_error(("body", "calibration", "path"), str(exc)) from None
 
 
 def encode_cursor(created_at: datetime, job_id: str) -> str:

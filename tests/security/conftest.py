@@ -23,6 +23,9 @@ pytestmark = pytest.mark.integration
 
 
 class HostileStack(Stack):
+    model_root: Path
+    data_root: Path
+
     def admin(self, *args: str) -> str:
         """`spectra admin ...` against this deployment; its stdout."""
         done = subprocess.run([sys.executable, "-m", "app.cli", "admin", *args], cwd=str(REPO), env=self.env,
@@ -50,7 +53,12 @@ def hostile(tmp_path_factory: pytest.TempPathFactory, hf_home: Path,  # noqa: F8
     port = new_port()
     with fresh_postgres_database() as database_url, redis_database() as broker_url:
         env = distributed_env(home, hf_home, port, database_url, broker_url, s3_server)
+        # Local models and calibration files the tests craft (the worker sees the same disk).
+        (home / "models").mkdir()
+        (home / "data").mkdir()
+        env.update({"SPECTRA_MODEL_ROOTS": str(home / "models"), "SPECTRA_DATA_ROOTS": str(home / "data")})
         stack = HostileStack(env, port, home / "logs")
+        stack.model_root, stack.data_root = home / "models", home / "data"
         try:
             stack.start_api()
             yield stack

@@ -5,6 +5,7 @@ and passed an active-job quota of 2."""
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from tests.security.conftest import HostileStack
@@ -97,3 +98,29 @@ def test_submit_then_cancel_pairs_delay_another_tenant_by_at_most_one_job(hostil
     assert [r.status_code for r in held] == [202, 202, 429], [r.text for r in held]
     for response in held[:2]:
         _cancel(mallory, response.json()["id"])
+
+
+def test_claims_go_by_tenant_priority_then_round_robin(tmp_path: Path) -> None:
+    """The claim order itself, in SQL (SQLite here; the tests above run it on PostgreSQL)."""
+    from app import crud
+    from app.core.db import session_scope
+    from app.core.migrations import upgrade_head
+    from compression.specs import JobSpec
+
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    upgrade_head(url)
+    spec = JobSpec.model_validate(FAST_JOB).model_dump(mode="json")
+    with session_scope(url) as session:
+        tenants = {name: crud.get_or_create_tenant(session, name=name).id for name in ("big", "small", "vip")}
+        crud.set_tenant(session, name="vip", priority=5)
+        order = ["big", "big", "big", "small", "small", "vip"]
+        owner = {crud.create_job(session, tenant_id=tenants[name], spec=spec).id: name for name in order}
+    claimed = []
+    for n in range(len(order)):
+        with session_scope(url) as session:
+            job = crud.claim_next_job(session, worker=f"w{n}", stale_after=60)
+            assert job is not None
+            claimed.append(owner[job.id])
+    with session_scope(url) as session:
+        assert crud.claim_next_job(session, worker="idle", stale_after=60) is None
+    assert claimed == ["vip", "big", "small", "big", "small", "big"]
