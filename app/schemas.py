@@ -35,9 +35,11 @@ class JobOut(BaseModel):
     revision: str | None
     method: str
     target_ratio: float
-    spec: dict[str, Any] = Field(..., description="The validated job spec, defaults filled in")
+    spec: dict[str, Any] | None = Field(
+        None, description="The validated job spec, defaults filled in (list items: only with ?include=spec)")
     progress: Progress
-    metrics: dict[str, Any] | None
+    metrics: dict[str, Any] | None = Field(
+        None, description="Perplexity, parameter counts, timings once finished (list items: only with ?include=metrics)")
     error: JobError | None
     attempts: int
     cancel_requested: bool
@@ -99,6 +101,9 @@ class MethodOut(BaseModel):
     paper: str | None
     requires_calibration: bool
     options_schema: dict[str, Any] = Field(..., description="JSON Schema of the method's `options` object")
+    execution_schema: dict[str, Any] = Field(
+        ..., description="JSON Schema of the job's `execution` object (resident or layer-by-layer, memory limits)"
+    )
 
 
 class ErrorOut(BaseModel):

@@ -215,6 +215,8 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
         "protocol": _protocol(spec, 0 if tokens is None else int(tokens.numel())),
         "calibration": _calibration_record(spec, calib),
         "spec": spec.model_dump(mode="json"), "method_details": method_report.details,
+        # What was asked and what ran: every run is resident until the layer-streaming engine lands.
+        "execution": {"requested": spec.execution.model_dump(mode="json"), "mode": "resident"},
         "source": lm.source, "device": str(device), "versions": versions(),
     }
     with stages.stage("export", f"writing {out_dir.name}"):

@@ -69,8 +69,7 @@ class BodySizeLimit:
 
 
 class RequestMetrics:
-    """spectra_http_requests_total and the latency histogram, labelled by route template. Shared by
-    HttpMetrics and app.api.fastreads (which answers its reads before the middleware stack)."""
+    """spectra_http_requests_total and the latency histogram, labelled by route template."""
 
     def __init__(self, metrics: AppMetrics) -> None:
         self.metrics = metrics
@@ -114,8 +113,7 @@ class HttpMetrics:
 
 
 class RequestSlots:
-    """At most `limit` requests of one process at once: taken by InflightLimit, and by app.api.fastreads
-    for the reads it answers before the middleware stack."""
+    """At most `limit` requests of one process at once, taken by InflightLimit."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -132,11 +130,8 @@ class InflightLimit:
     """Let at most `slots.limit` requests run at once per process; the rest wait here, in the event loop.
 
     The limit is the async pool's size (app.core.adb.API_POOL_SIZE), so an admitted request never
-    waits on the pool and a burst cannot end in pool_timeout errors. It also stays below the sync
-    pool's size: the routes that still use a sync session hold its connection across threadpool
-    hops, and without a bound every thread could sit waiting for a connection held by a request that
-    is itself waiting for a thread (bench/api_load.py, one worker, 128 connections: 7 req/s, p50
-    5.6 s). Waiting here costs nothing and holds no connection. Downloads and probes that use no
+    waits on the pool and a burst cannot end in pool_timeout errors. Waiting here costs nothing and
+    holds no connection. Downloads and probes that use no
     session are exempt, so a slow download never takes a slot.
     """
 

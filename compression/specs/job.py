@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from compression.specs.execution import ExecutionSpec
 from compression.specs.common import StrictModel, validate_data_path, validate_model_ref, validate_revision
 from compression.specs.registry import Method, options_class
 
@@ -71,6 +72,10 @@ class JobSpec(StrictModel):
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
+    execution: ExecutionSpec = Field(
+        default_factory=ExecutionSpec,
+        description="Resident or layer-by-layer execution and the memory limits the preflight estimate is held to.",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Compute dtype of the model while compressing."

@@ -121,7 +121,7 @@ def test_concurrent_requests_with_one_idempotency_key_make_one_job(api: ApiServe
         results = list(pool.map(submit, range(6)))
     assert {code for code, _ in results} == {202} and len({job_id for _, job_id in results}) == 1, results
     with api.client(key) as client:
-        assert [j["spec"]["seed"] for j in client.get("/v1/jobs").json()["items"]] == [7]
+        assert [j["spec"]["seed"] for j in client.get("/v1/jobs", params={"include": "spec"}).json()["items"]] == [7]
 
 
 @pytest.mark.parametrize("kind", ["postgres", "sqlite"])
