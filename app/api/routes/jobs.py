@@ -213,10 +213,14 @@ async def list_artifacts(job_id: str, request: Request, tenant: TenantDep, sessi
     job = await job_or_404(session, job_id, tenant.id)
     artifacts = await session.run_sync(lambda s: crud.list_artifacts(s, job_id=job.id))
     ttl = settings.link_ttl_seconds
-    base = str(request.base_url).rstrip("/")
+    # Local links without SPECTRA_PUBLIC_URL: the embedded default completes them with the URL the request
+    # came in on (one machine, one user). Elsewhere the Host header is the client's to choose, so a link
+    # built from it could point anywhere: the link stays relative to the API (resolve it against the URL
+    # you called), and the operator sets SPECTRA_PUBLIC_URL for absolute links.
+    base = str(request.base_url).rstrip("/") if settings.is_embedded_broker else ""
 
     def link(artifact: Artifact) -> str:
         url = store.url_for(artifact.storage_key, artifact.name.split("/")[-1], ttl)
-        return base + url if url.startswith("/") else url  # local links without SPECTRA_PUBLIC_URL
+        return base + url if url.startswith("/") else url
 
     return [ArtifactOut.from_row(a, link(a), ttl) for a in artifacts]
