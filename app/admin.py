@@ -9,6 +9,7 @@ import sys
 from app import crud
 from app.core.config import get_settings
 from app.core.db import session_scope
+from app.security import key_prefix
 
 
 def _changes(args: argparse.Namespace) -> dict[str, object]:
@@ -16,7 +17,9 @@ def _changes(args: argparse.Namespace) -> dict[str, object]:
     return {key: getattr(args, key) for key in crud.TENANT_SETTINGS if hasattr(args, key)}
 
 
-def _shown(value: int | None) -> str:
+def _shown(value: object) -> str:
+    if isinstance(value, list):
+        return ",".join(value) or "(none)"
     return "default" if value is None else str(value)
 
 
@@ -41,10 +44,26 @@ def run_admin(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 0
         if args.admin_command == "list-tenants":
-            print("name\tpriority\tmax_active_jobs\tsubmissions_per_minute\tdaily_gpu_seconds\tactive_keys")
+            print("name\tpriority\tmax_active_jobs\tsubmissions_per_minute\tdaily_gpu_seconds\tallowed_models"
+                  "\tactive_keys")
             for row in crud.list_tenants(session):
                 print("\t".join([row.name, str(row.priority), _shown(row.max_active_jobs),
                                  _shown(row.submissions_per_minute), _shown(row.daily_gpu_seconds),
-                                 str(row.active_keys)]))
+                                 _shown(row.allowed_models), str(row.active_keys)]))
+            return 0
+        if args.admin_command == "list-keys":
+            print("tenant\tprefix\tcreated_at\trevoked_at")
+            for tenant, key in crud.list_api_keys(session, tenant_name=args.tenant):
+                revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "-"
+                print(f"{tenant}\t{key.prefix}\t{key.created_at.isoformat(timespec='seconds')}\t{revoked}")
+            return 0
+        if args.admin_command == "revoke-key":
+            revoked = crud.revoke_api_key(session, prefix=key_prefix(args.prefix), tenant_name=args.tenant)
+            if not revoked:
+                print(f"no live key with prefix {key_prefix(args.prefix)!r} for tenant {args.tenant!r} "
+                      "(see `spectra admin list-keys`)", file=sys.stderr)
+                return 1
+            print(f"revoked {revoked} key(s) of tenant {args.tenant!r}; API processes stop accepting it within "
+                  "SPECTRA_AUTH_CACHE_SECONDS, its local download links at once", file=sys.stderr)
             return 0
     raise AssertionError(f"unhandled admin command {args.admin_command}")

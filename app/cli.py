@@ -49,7 +49,16 @@ def _parser() -> argparse.ArgumentParser:
                          ("--daily-gpu-seconds", "worker seconds per 24 hours")):
         tenant.add_argument(option, type=_limit, metavar="N|default", default=argparse.SUPPRESS,
                             help=f"{what} (0 = unlimited; 'default' = the service-wide setting)")
+    tenant.add_argument("--allowed-models", type=_patterns, metavar="PATTERN[,PATTERN...]|default",
+                        default=argparse.SUPPRESS, help="model refs the tenant may compress, as shell patterns "
+                        "('org/*', 'org/name', a local folder name); 'default' = SPECTRA_ALLOWED_MODELS")
     admin_sub.add_parser("list-tenants", help="tenants with their priority, limits and number of live keys")
+    keys = admin_sub.add_parser("list-keys", help="API keys (prefix, tenant, created, revoked); never the keys")
+    keys.add_argument("--tenant")
+    revoke = admin_sub.add_parser("revoke-key", help="revoke an API key: its requests and the download links "
+                                  "issued to it stop working")
+    revoke.add_argument("--tenant", required=True)
+    revoke.add_argument("prefix", help="the key's prefix as list-keys shows it (or the whole key)")
 
     for name in LIBRARY_COMMANDS:
         sub.add_parser(name, help=f"the library's `{name}` (see `spectra {name} --help`)", add_help=False)
@@ -92,6 +101,10 @@ def _limit(text: str) -> int | None:
     if value < 0:
         raise argparse.ArgumentTypeError("a limit is a number >= 0 (0 = unlimited) or 'default'")
     return value
+
+
+def _patterns(text: str) -> list[str] | None:
+    return None if text == "default" else [p.strip() for p in text.split(",") if p.strip()]
 
 
 def migrate() -> None:

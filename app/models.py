@@ -72,6 +72,9 @@ class Tenant(Base):
     max_active_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
     submissions_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
     daily_gpu_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Model refs the tenant may compress (shell patterns: 'org/*', 'TinyStories-*'); NULL = the service's
+    # SPECTRA_ALLOWED_MODELS (empty: any model the worker can reach).
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class ApiKey(Base):

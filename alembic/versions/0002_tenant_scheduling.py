@@ -1,4 +1,4 @@
-"""tenant scheduling: priority and last claim (fair claims), per-tenant limits
+"""tenant scheduling: priority and last claim (fair claims), per-tenant limits and allowed models
 
 Revision ID: 0002
 Revises: 0001
@@ -25,10 +25,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("max_active_jobs", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("submissions_per_minute", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("daily_gpu_seconds", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("allowed_models", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("tenants") as batch:
-        for column in ("daily_gpu_seconds", "submissions_per_minute", "max_active_jobs", "last_claimed_at",
+        for column in ("allowed_models", "daily_gpu_seconds", "submissions_per_minute", "max_active_jobs", "last_claimed_at",
                        "priority"):
             batch.drop_column(column)

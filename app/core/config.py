@@ -87,13 +87,17 @@ class Settings(BaseSettings):
         0, ge=0, description="Seconds of worker (GPU) time a tenant's jobs may use in any 24 hours, from the "
         "job rows' start and finish times; past it submissions are refused; 0 = unlimited.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allowed_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Shell patterns of the model refs tenants may compress ('org/*', "
+        "'org/name', a local folder name or '/root/*'); empty: anything under the model roots and anything the "
+        "worker's hub token can read. `spectra admin set-tenant --allowed-models` sets a tenant's own list.")
     admin_key: SecretStr | None = Field(
         None, description="Operator key (header X-Admin-Key): /readyz details and /metrics. Unset: no one "
         "sees them (except /metrics with METRICS_PUBLIC).")
     metrics_public: bool = Field(False, description="Serve /metrics without the admin key.")
     sweep_interval_seconds: float = Field(15, gt=0)
 
-    _split = field_validator("model_roots", "data_roots", "cors_origins", mode="before")(
+    _split = field_validator("model_roots", "data_roots", "cors_origins", "allowed_models", mode="before")(
         lambda cls, v: _split_list(v)
     )
 

@@ -10,6 +10,7 @@ concurrent submissions cannot both pass on the same count.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from datetime import timedelta
 
 from sqlalchemy import func, or_, select
@@ -87,3 +88,8 @@ def submission_refusal(session: Session, *, tenant_id: int, limits: Limits) -> R
                            f"budget is {limits.daily_gpu_seconds}); submit again when older jobs leave the "
                            "24-hour window", 3600)
     return None
+
+
+def model_allowed(model: str, patterns: list[str]) -> bool:
+    """Whether a model ref matches the tenant's allow-list (shell patterns; empty = everything)."""
+    return not patterns or any(fnmatchcase(model, pattern) for pattern in patterns)

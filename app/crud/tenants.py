@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from app.models import ApiKey, Tenant
 
 # The per-tenant settings `set-tenant` may change; for the limits, None = the service-wide setting.
-TENANT_SETTINGS = ("priority", "max_active_jobs", "submissions_per_minute", "daily_gpu_seconds")
+TENANT_SETTINGS = ("priority", "max_active_jobs", "submissions_per_minute", "daily_gpu_seconds", "allowed_models")
 
 
 class NoSuchTenant(LookupError):
@@ -39,6 +39,7 @@ class TenantRow:
     max_active_jobs: int | None
     submissions_per_minute: int | None
     daily_gpu_seconds: int | None
+    allowed_models: list[str] | None
     active_keys: int
 
 
@@ -48,5 +49,5 @@ def list_tenants(session: Session) -> list[TenantRow]:
     rows = session.execute(
         select(Tenant, func.coalesce(keys.c.n, 0)).outerjoin(keys, keys.c.tenant_id == Tenant.id).order_by(Tenant.name)
     ).all()
-    return [TenantRow(t.name, t.priority, t.max_active_jobs, t.submissions_per_minute, t.daily_gpu_seconds, int(n))
-            for t, n in rows]
+    return [TenantRow(t.name, t.priority, t.max_active_jobs, t.submissions_per_minute, t.daily_gpu_seconds,
+                      t.allowed_models, int(n)) for t, n in rows]

@@ -71,6 +71,11 @@ async def create_job(
         crud.lock_tenant_for_submission(session, tenant_id=tenant.id)
         row = session.get(Tenant, tenant.id)
         limits = crud.tenant_limits(row, defaults) if row is not None else defaults
+        allowed = row.allowed_models if row is not None and row.allowed_models is not None else settings.allowed_models
+        if not crud.model_allowed(spec.model, allowed):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"model '{spec.model}' is not among the models this "
+                                "tenant may compress; ask the operator to allow it (spectra admin set-tenant "
+                                "--allowed-models)")
         refusal = crud.submission_refusal(session, tenant_id=tenant.id, limits=limits) if limits.any() else None
         if refusal is not None:
             raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, refusal.message,
@@ -220,7 +225,7 @@ async def list_artifacts(job_id: str, request: Request, tenant: TenantDep, sessi
     base = str(request.base_url).rstrip("/") if settings.is_embedded_broker else ""
 
     def link(artifact: Artifact) -> str:
-        url = store.url_for(artifact.storage_key, artifact.name.split("/")[-1], ttl)
+        url = store.url_for(artifact.storage_key, artifact.name.split("/")[-1], ttl, issuer=tenant.key_id or None)
         return base + url if url.startswith("/") else url
 
     return [ArtifactOut.from_row(a, link(a), ttl) for a in artifacts]
