@@ -27,6 +27,10 @@ class UnsupportedModelFormat(InvalidInput):
     since unpickling runs code), or a tokenizer that needs the model's own Python code."""
 
 
+class ModelTooLarge(InvalidInput):
+    """The hub model is larger than this server's download limit."""
+
+
 class InvalidConfig(InvalidInput):
     """config.json (or another of the model's settings files) is unreadable or contradicts the weights."""
 

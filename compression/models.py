@@ -19,7 +19,9 @@ from torch import nn
 
 from compression.architectures import ARCHITECTURES, ArchSpec, arch_for
 from compression.errors import InvalidConfig, InvalidInput, ModelNotFound, PathNotAllowed, UnsupportedModelFormat
-from compression.model_files import NO_SAFETENSORS, is_shape_mismatch, load_tokenizer, require_safetensors
+from compression.model_files import (
+    NO_SAFETENSORS, check_download_size, is_shape_mismatch, load_tokenizer, require_safetensors,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -161,6 +163,7 @@ def load_model(
     cache_dir: Path | None = None,
     dtype: str | torch.dtype = "float32",
     device: str | torch.device = "auto",
+    max_download_bytes: int | None = None,
 ) -> LoadedModel:
     """Load model + tokenizer, check the architecture is supported, move to device, eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -172,6 +175,8 @@ def load_model(
     if local is not None and revision:
         raise InvalidInput("revision applies to hub ids only; a local model folder has no revisions")
     snapshot = local if local is not None else _hub_snapshot(ref, revision, cache_dir)
+    if local is None and max_download_bytes:
+        check_download_size(ref, snapshot.name, cache_dir, snapshot, max_download_bytes)
     config = _read_config(snapshot, ref)
     arch = arch_for(config.model_type)
     torch_dtype, dev = resolve_dtype(dtype), resolve_device(device)

@@ -89,7 +89,8 @@ def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, An
                 from compression.run import RunSettings, run  # torch: loaded only in a worker, only here
 
                 run_settings = RunSettings(model_roots=tuple(settings.model_roots), data_dir=settings.data_dir,
-                                           data_roots=tuple(settings.data_roots), cache_dir=settings.hf_cache_dir)
+                                           data_roots=tuple(settings.data_roots), cache_dir=settings.hf_cache_dir,
+                                           max_download_bytes=settings.max_download_mb * 2**20 or None)
                 with job_memory_cap(settings.worker_job_memory_mb):
                     result = run(JobSpec.model_validate(spec), work / "out", settings=run_settings,
                                  progress=tracker.progress, should_stop=tracker.should_stop)

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
         default_factory=list, description="Shell patterns of the model refs tenants may compress ('org/*', "
         "'org/name', a local folder name or '/root/*'); empty: anything under the model roots and anything the "
         "worker's hub token can read. `spectra admin set-tenant --allowed-models` sets a tenant's own list.")
+    max_download_mb: int = Field(
+        0, ge=0, description="Largest hub model (MiB, all its files) a job may download; larger ones fail "
+        "model_too_large before the download. 0 = no limit.")
     admin_key: SecretStr | None = Field(
         None, description="Operator key (header X-Admin-Key): /readyz details and /metrics. Unset: no one "
         "sees them (except /metrics with METRICS_PUBLIC).")

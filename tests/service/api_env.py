@@ -118,7 +118,11 @@ def backing_services(kind: str, home: Path) -> Iterator[tuple[str, str]]:
 @contextmanager
 def redis_broker() -> Iterator[str]:
     """A Redis db (1-15) for the broker; the gpu queue is deleted afterwards (nobody consumes it)."""
-    broker = f"{REDIS_URL}/{random.randint(1, 15)}"
+    from tests.service.support.infra import _DBS_IN_USE  # a db no stack of this session uses
+
+    number = random.choice(sorted(set(range(1, 16)) - _DBS_IN_USE))
+    _DBS_IN_USE.add(number)
+    broker = f"{REDIS_URL}/{number}"
     client = redis.Redis.from_url(broker, socket_timeout=5)
     try:
         client.ping()
@@ -128,6 +132,7 @@ def redis_broker() -> Iterator[str]:
     try:
         yield broker
     finally:
+        _DBS_IN_USE.discard(number)
         client.delete("gpu")
         client.close()
 
