@@ -35,8 +35,11 @@ def _under(path: str, roots: list[Path]) -> bool:
 
 
 def check_allowed_paths(spec: JobSpec, settings: Settings) -> None:
-    """Local model and calibration paths against this server's roots. The messages never name the
-    roots: they are the server's paths, not the tenant's."""
+    """What the spec and this server's settings decide before any worker is involved: local model and
+    calibration paths against the roots (the messages never name the roots: they are the server's
+    paths, not the tenant's), and the device against the fleet."""
+    if spec.device == "cuda" and settings.fleet_device == "cpu":
+        raise field_error(("body", "device"), "this server's workers have no GPU; use device 'auto' or 'cpu'")
     if spec.model.startswith("/"):
         if not settings.model_roots:
             raise field_error(("body", "model"), "local model paths are disabled on this server "

@@ -6,7 +6,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -91,6 +91,9 @@ class Settings(BaseSettings):
         default_factory=list, description="Shell patterns of the model refs tenants may compress ('org/*', "
         "'org/name', a local folder name or '/root/*'); empty: anything under the model roots and anything the "
         "worker's hub token can read. `spectra admin set-tenant --allowed-models` sets a tenant's own list.")
+    fleet_device: Literal["cpu", "cuda"] | None = Field(
+        None, description="What this server's workers compute on; 'cpu' refuses jobs asking for device 'cuda' "
+        "at submission instead of failing them on a worker. Unset: not checked.")
     max_download_mb: int = Field(
         0, ge=0, description="Largest hub model (MiB, all its files) a job may download; larger ones fail "
         "model_too_large before the download. 0 = no limit.")

@@ -56,7 +56,8 @@ def hostile(tmp_path_factory: pytest.TempPathFactory, hf_home: Path,  # noqa: F8
         # Local models and calibration files the tests craft (the worker sees the same disk).
         (home / "models").mkdir()
         (home / "data").mkdir()
-        env.update({"SPECTRA_MODEL_ROOTS": str(home / "models"), "SPECTRA_DATA_ROOTS": str(home / "data")})
+        env.update({"SPECTRA_MODEL_ROOTS": str(home / "models"), "SPECTRA_DATA_ROOTS": str(home / "data"),
+                    "SPECTRA_FLEET_DEVICE": "cpu"})
         stack = HostileStack(env, port, home / "logs")
         stack.model_root, stack.data_root = home / "models", home / "data"
         try:

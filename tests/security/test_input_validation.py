@@ -29,6 +29,7 @@ REFUSED: dict[str, tuple[str, str]] = {
     "relative path to no file": (json.dumps({**FAST_JOB, "calibration": {"source": "file", "path": "none.txt"}}),
                                  "path"),
     "revision of a local model": (json.dumps({**FAST_JOB, "model": "local-model", "revision": "main"}), "revision"),
+    "cuda on a CPU-only fleet": (json.dumps({**FAST_JOB, "device": "cuda"}), "device"),
 }
 
 
