@@ -25,7 +25,7 @@ from app.api.logredact import install_access_log_redaction
 from app.api.middleware import BodySizeLimit, HttpMetrics, InflightLimit, RequestMetrics, RequestSlots
 from app.api.auth import KeyCache
 from app.api.ratelimit import RateLimiter
-from app.api.routes import archive, downloads, health, jobs, methods
+from app.api.routes import archive, datasets, downloads, health, jobs, methods
 from app.core.config import Settings, get_settings
 from app.dashboard import mount_dashboard
 from app.core.adb import API_POOL_SIZE, AsyncDatabase
@@ -155,7 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, redis_url=settings.broker_url)
     app.state.metrics = AppMetrics(settings)
 
-    for router in (jobs.router, archive.router, methods.router, downloads.router, health.router):
+    for router in (jobs.router, archive.router, datasets.router, methods.router, downloads.router, health.router):
         app.include_router(router)
     mount_dashboard(app)
 
@@ -171,7 +171,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:  # closed unless origins are configured
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "Content-Type", "Idempotency-Key"])
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # A dataset upload is a file plus multipart framing (boundaries, part headers: well under 64 KiB);
+    # the route refuses a file over the limit itself, with the exact number.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, uploads={
+        "/v1/datasets": (settings.dataset_max_bytes + 65536, "SPECTRA_DATASET_MAX_BYTES")})
     # As many requests at once as the async pool has connections (none waits on the pool), which also
     # stays below the sync pool's size for the routes that still use it (see app.core.db).
     app.add_middleware(InflightLimit, slots=slots)

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.models import Artifact, Job, JobEvent
+from app.models import Artifact, Dataset, Job, JobEvent
 
 
 class Progress(BaseModel):
@@ -95,6 +95,21 @@ class ArtifactOut(BaseModel):
         return cls(name=artifact.name, size=artifact.size, sha256=artifact.sha256, url=url, expires_in=ttl)
 
 
+class DatasetOut(BaseModel):
+    id: str = Field(..., description="Use as calibration.dataset_id with calibration.source 'dataset'")
+    name: str = Field(..., description="The uploaded file's name")
+    format: str = Field(..., description="txt | jsonl | parquet")
+    size: int
+    sha256: str = Field(..., description="sha256 of the file as uploaded; jobs that use it record it")
+    records: int = Field(..., description="Non-empty lines (txt) or rows with text (jsonl, parquet)")
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, dataset: Dataset) -> "DatasetOut":
+        return cls(id=dataset.id, name=dataset.name, format=dataset.format, size=dataset.size,
+                   sha256=dataset.sha256, records=dataset.records, created_at=dataset.created_at)
+
+
 class MethodOut(BaseModel):
     name: str
     summary: str
@@ -108,6 +123,11 @@ class MethodOut(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str = Field(..., description="What went wrong and what to change")
+
+
+class UploadProblem(BaseModel):
+    detail: str | list[dict[str, Any]] = Field(
+        ..., description="What is wrong with the file (a sentence), or which form field is missing (a list)")
 
 
 class CheckResult(BaseModel):

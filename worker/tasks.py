@@ -31,6 +31,7 @@ from compression.errors import Cancelled
 from compression.specs import JobSpec
 from worker.celery_app import app
 from worker.config import TASK_NAME
+from worker.datasets import fetch_datasets
 from worker.memorycap import job_memory_cap
 from worker.outcome import MAX_TRANSIENT_RETRIES, RETRY_BACKOFF_SECONDS, Failure, classify
 from worker.progress import JobTracker
@@ -88,9 +89,11 @@ def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, An
             try:
                 from compression.run import RunSettings, run  # torch: loaded only in a worker, only here
 
+                datasets = fetch_datasets(settings, spec, tenant_id, work / "datasets")
                 run_settings = RunSettings(model_roots=tuple(settings.model_roots), data_dir=settings.data_dir,
                                            data_roots=tuple(settings.data_roots), cache_dir=settings.hf_cache_dir,
-                                           max_download_bytes=settings.max_download_mb * 2**20 or None)
+                                           max_download_bytes=settings.max_download_mb * 2**20 or None,
+                                           datasets=datasets)
                 with job_memory_cap(settings.worker_job_memory_mb):
                     result = run(JobSpec.model_validate(spec), work / "out", settings=run_settings,
                                  progress=tracker.progress, should_stop=tracker.should_stop)
@@ -168,7 +171,8 @@ def _metrics(report: dict[str, Any], *, wall_seconds: float, attempt: int) -> di
     """What the job row keeps: the library's metrics and ratios, plus the service's wall time and attempt."""
     metrics: dict[str, Any] = dict(report.get("metrics") or {})
     for key in ("target_ratio", "achieved_ratio", "achieved_ratio_total", "params_before", "params_after",
-                "decoder_linear_params_before", "decoder_linear_params_after", "protocol", "device"):
+                "decoder_linear_params_before", "decoder_linear_params_after", "protocol", "calibration",
+                "device"):
         if key in report:
             metrics[key] = report[key]
     details = _chartable_details(report.get("method_details") or {})

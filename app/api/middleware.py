@@ -23,19 +23,22 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
 class BodySizeLimit:
     """Refuse bodies over max_bytes: from Content-Length up front, or while reading a chunked body."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, uploads: dict[str, tuple[int, str]] | None = None) -> None:
+        """uploads: path -> (limit, setting) for the upload routes, whose bodies are files, not JSON."""
         self.app = app
         self.max_bytes = max_bytes
+        self.uploads = uploads or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        message = f"request body larger than {self.max_bytes} bytes (SPECTRA_MAX_BODY_BYTES); send less"
+        max_bytes, setting = self.uploads.get(scope["path"], (self.max_bytes, "SPECTRA_MAX_BODY_BYTES"))
+        message = f"request body larger than {max_bytes} bytes ({setting}); send less"
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.max_bytes
+                    too_big = int(value) > max_bytes
                 except ValueError:
                     await _send_json(send, 400, {"detail": "invalid Content-Length header"})
                     return
@@ -50,7 +53,7 @@ class BodySizeLimit:
             msg = await receive()
             if msg["type"] == "http.request" and not refused:
                 received += len(msg.get("body", b""))
-                if received > self.max_bytes and not started:
+                if received > max_bytes and not started:
                     # Answer 413 ourselves, then tell the app the client left so it stops reading.
                     refused = True
                     await _send_json(send, 413, {"detail": message})

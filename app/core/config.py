@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     daily_gpu_seconds_per_tenant: int = Field(
         0, ge=0, description="Seconds of worker (GPU) time a tenant's jobs may use in any 24 hours, from the "
         "job rows' start and finish times; past it submissions are refused; 0 = unlimited.")
+    dataset_max_bytes: int = Field(
+        100 * 1024 * 1024, ge=1, description="Largest dataset file POST /v1/datasets accepts (413 above).")
+    datasets_per_tenant: int = Field(
+        20, ge=0, description="Datasets a tenant may keep at once (409 above: delete one first); 0 = unlimited.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allowed_models: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Shell patterns of the model refs tenants may compress ('org/*', "

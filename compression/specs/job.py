@@ -10,7 +10,10 @@ from compression.specs.execution import ExecutionSpec
 from compression.specs.common import StrictModel, validate_data_path, validate_model_ref, validate_revision
 from compression.specs.registry import Method, options_class
 
-CalibrationCorpus = Literal["wikitext2", "c4", "tinystories", "alpaca", "file"]
+CalibrationCorpus = Literal["wikitext2", "c4", "tinystories", "alpaca", "file", "dataset"]
+# Ids of datasets uploaded through the service (POST /v1/datasets): uuid4 hex.
+DATASET_ID = r"^[0-9a-f]{32}$"
+SHA256 = r"^[0-9a-f]{64}$"
 EvaluationCorpus = Literal["wikitext2", "tinystories"]
 
 
@@ -19,10 +22,18 @@ class CalibrationSpec(StrictModel):
 
     source: CalibrationCorpus = Field(
         "wikitext2",
-        description="A named corpus, or 'file' for a user-supplied .txt / .jsonl (field 'text').",
+        description="A named corpus, 'file' for a user-supplied .txt / .jsonl (field 'text'), or 'dataset' "
+        "for a dataset uploaded with POST /v1/datasets.",
     )
     path: str | None = Field(
         None, description="With source='file': the text or JSONL file (under an allowed data root)."
+    )
+    dataset_id: str | None = Field(
+        None, pattern=DATASET_ID, description="With source='dataset': the id POST /v1/datasets returned."
+    )
+    dataset_sha256: str | None = Field(
+        None, pattern=SHA256, description="With source='dataset': the dataset's sha256. The service fills it in "
+        "at submission (or refuses the job when a given one differs) and the worker checks what it downloads.",
     )
     samples: int = Field(32, ge=1, le=4096, description="Number of windows.")
     seq_len: int = Field(256, ge=8, le=32768, description="Tokens per window.")
@@ -35,6 +46,10 @@ class CalibrationSpec(StrictModel):
             raise ValueError("calibration.path is required when calibration.source is 'file'")
         if self.source != "file" and self.path:
             raise ValueError("calibration.path is only used with calibration.source='file'")
+        if self.source == "dataset" and not self.dataset_id:
+            raise ValueError("calibration.dataset_id is required when calibration.source is 'dataset'")
+        if self.source != "dataset" and (self.dataset_id or self.dataset_sha256):
+            raise ValueError("calibration.dataset_id and dataset_sha256 are only used with calibration.source='dataset'")
         return self
 
 

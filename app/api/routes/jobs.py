@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app import crud
+from app.api.datasetrefs import pin_datasets
 from app.api.deps import AUTH_RESPONSES, DbDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from app.api.validation import JOB_ID, check_allowed_paths, decode_cursor, encode_cursor, field_error
 from app.jobstates import JobStatus
@@ -54,6 +55,7 @@ async def create_job(
 ) -> JSONResponse:
     check_allowed_paths(spec, settings)
     dumped = spec.model_dump(mode="json")
+    await pin_datasets(db, dumped, tenant.id)
     request_hash = _request_hash(dumped)
     defaults = crud.Limits(max_active_jobs=settings.max_active_jobs_per_tenant,
                            submissions_per_minute=settings.submissions_per_minute_per_tenant,

@@ -38,14 +38,14 @@ export function matrixPosition(name) {
 /**
  * Kept rank of every factorized matrix: rows are module types, columns decoder layers, each cell
  * printed with its rank and shaded by rank / reference (the break-even rank when the job recorded
- * it, else the largest rank of that module type).
+ * it, else the largest rank of any matrix, so that module types differ even where every layer keeps
+ * the same ranks).
  */
 export function rankHeatmap(ranks, { breakEven = {}, fullRanks = {} } = {}) {
   const cells = Object.entries(ranks).map(([name, rank]) => ({ name, rank, ...matrixPosition(name) }));
   const layers = [...new Set(cells.map((c) => c.layer))].sort((a, b) => a - b);
   const modules = [...new Set(cells.map((c) => c.module))];
-  const maxByModule = {};
-  for (const c of cells) maxByModule[c.module] = Math.max(maxByModule[c.module] || 0, c.rank);
+  const maxRank = Math.max(1, ...cells.map((c) => c.rank));
   const cellW = Math.max(18, Math.min(64, Math.floor(760 / Math.max(layers.length, 1))));
   const cellH = 24;
   const left = 90;
@@ -66,7 +66,7 @@ export function rankHeatmap(ranks, { breakEven = {}, fullRanks = {} } = {}) {
   for (const cell of cells) {
     const r = modules.indexOf(cell.module);
     const c = layers.indexOf(cell.layer);
-    const reference = breakEven[cell.name] || maxByModule[cell.module] || 1;
+    const reference = breakEven[cell.name] || maxRank;
     const share = Math.max(0, Math.min(1, cell.rank / reference));
     const x = left + c * cellW;
     const y = top + r * cellH;
@@ -79,9 +79,9 @@ export function rankHeatmap(ranks, { breakEven = {}, fullRanks = {} } = {}) {
         dataset: { matrix: cell.name, rank: cell.rank } },
       s("title", {}, `${cell.name}: rank ${cell.rank}${extra.length ? ` (${extra.join(", ")})` : ""}`)),
     );
-    if (cellW >= 26) {
+    if (cellW >= 20) {
       svg.append(s("text", { x: x + cellW / 2, y: y + 16, "text-anchor": "middle",
-        class: share > 0.55 ? "cell-value dark" : "cell-value" }, String(cell.rank)));
+        class: `cell-value${share > 0.55 ? " dark" : ""}${cellW < 30 ? " small" : ""}` }, String(cell.rank)));
     }
   }
   return svg;

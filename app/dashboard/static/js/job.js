@@ -10,24 +10,36 @@ import { followStream } from "./stream.js";
 
 const STAGES = ["load", "calibrate", "evaluate_before", "compress", "evaluate_after", "export", "upload"];
 
-function progressView(job) {
-  const p = job.progress || {};
-  const fraction = typeof p.fraction === "number" ? p.fraction : job.status === "succeeded" ? 1 : 0;
+function firstNumber(...values) {
+  return values.find((v) => typeof v === "number" && Number.isFinite(v));
+}
+
+/**
+ * Stages done / current, the fraction of the current stage (what run() reports), and where the
+ * server says so (on the job's progress or on the latest progress event): the overall fraction, the
+ * layer being worked on out of how many, and the ETA.
+ */
+function progressView(job, step) {
+  const own = job.progress || {};
+  const sameStage = step && (!own.stage || step.stage === own.stage);  // a layer of an earlier stage is stale
+  const p = { ...(sameStage ? step : {}), ...Object.fromEntries(Object.entries(own).filter(([, v]) => v !== null)) };
   const done = job.status === "succeeded";
+  const fraction = firstNumber(p.fraction) ?? (done ? 1 : 0);
+  const overall = firstNumber(p.overall_fraction, p.overall);
   const current = STAGES.indexOf(p.stage);
-  const facts = [["stage", p.stage || dash], ["overall", percent(fraction, 0)]];
-  // Fields newer servers add to progress (layer i/N, ETA): shown when present.
-  const layer = p.layer ?? p.layer_index;
-  const layers = p.layers ?? p.num_layers ?? p.layer_count;
-  if (layer !== undefined && layer !== null) facts.push(["layer", layers ? `${layer} / ${layers}` : String(layer)]);
-  const eta = p.eta_seconds ?? p.eta;
-  if (typeof eta === "number" && !TERMINAL.has(job.status)) facts.push(["ETA", seconds(eta)]);
+  const facts = [["stage", p.stage || dash], ["stage progress", percent(fraction, 0)]];
+  if (overall !== undefined) facts.push(["overall", percent(overall, 0)]);
+  const layer = firstNumber(p.layer, p.layer_index);
+  const layers = firstNumber(p.layers, p.num_layers, p.layer_count, p.total_layers);
+  if (layer !== undefined) facts.push(["layer", layers !== undefined ? `${layer} / ${layers}` : String(layer)]);
+  const eta = firstNumber(p.eta_seconds, p.eta);
+  if (eta !== undefined && !TERMINAL.has(job.status)) facts.push(["ETA", seconds(eta)]);
   facts.push(["elapsed", seconds(jobDuration(job))]);
   return h("div", { class: "progress-block" },
     h("ol", { class: "stages" }, STAGES.map((stage, i) => h("li", {
       class: done || i < current ? "done" : i === current ? (TERMINAL.has(job.status) ? "stopped" : "current") : "",
       dataset: { stage } }, stage.replace("_", " ")))),
-    h("progress", { id: "job-progress", max: 1, value: fraction }),
+    h("progress", { id: "job-progress", max: 1, value: overall ?? fraction }),
     h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", { dataset: { fact: k } }, v)])),
     p.message ? h("p", { class: "muted", id: "progress-message" }, p.message) : null,
   );
@@ -59,6 +71,24 @@ function summary(job) {
   const protocol = m.protocol;
   if (protocol) facts.push(["evaluation", `${protocol.corpus}, ${protocol.windows} windows of ${protocol.seq_len} tokens, ${protocol.dtype}`]);
   return h("dl", { class: "facts wide", id: "summary" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+}
+
+/** Flatten {a: {b: 1}} into [["a · b", "1"]], bytes and seconds by their names, for a facts list. */
+export function flatFacts(value, prefix = "", out = []) {
+  if (value && typeof value === "object" && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value)) flatFacts(v, prefix ? `${prefix} · ${k}` : k, out);
+  } else if (value !== null && value !== undefined) {
+    const shown = typeof value !== "number" ? (Array.isArray(value) ? value.join(", ") : String(value))
+      : /bytes|memory/i.test(prefix) ? bytes(value) : /seconds/i.test(prefix) ? seconds(value) : num(value);
+    out.push([prefix.replace(/_/g, " "), shown]);
+  }
+  return out;
+}
+
+function estimateView(estimate) {
+  const facts = flatFacts(estimate).slice(0, 60);
+  return h("details", { id: "estimate" }, h("summary", {}, "Preflight estimate (from the model's config, before it ran)"),
+    h("dl", { class: "facts wide" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
 }
 
 function charts(job) {
@@ -115,16 +145,18 @@ export function mountJob(root, jobId) {
   let lastEvent = 0;
   let job = null;
   let finalRendered = false;
+  let lastStep = null;  // data of the latest progress event: may say which layer
 
   async function cancel(button) {
     button.disabled = true;
     try {
       await request(`/v1/jobs/${encodeURIComponent(jobId)}/cancel`, { method: "POST" });
-      await refreshJob();
     } catch (exc) {
       error.textContent = `Cancel failed: ${exc.message}`;
       button.disabled = false;
+      return;
     }
+    await refreshJob().catch(() => {});  // the live updates show it otherwise
   }
 
   function renderHeader() {
@@ -187,9 +219,10 @@ export function mountJob(root, jobId) {
   }
 
   function renderBody() {
-    fill(progress, h("h2", {}, "Progress"), progressView(job));
+    fill(progress, h("h2", {}, "Progress"), progressView(job, lastStep));
     const m = job.metrics || {};
-    fill(results, h("h2", {}, "Results"), summary(job), job.metrics ? beforeAfter(m) : h("p", { class: "muted" }, "No metrics yet."));
+    fill(results, h("h2", {}, "Results"), summary(job), job.metrics ? beforeAfter(m) : h("p", { class: "muted" }, "No metrics yet."),
+      job.estimate ? estimateView(job.estimate) : null);
     fill(chartBox, h("h2", {}, "Charts"), charts(job));
     specBox.textContent = JSON.stringify(job.spec, null, 2);
   }
@@ -197,6 +230,7 @@ export function mountJob(root, jobId) {
   function addEvent(e) {
     if (seenEvents.has(e.id)) return;
     seenEvents.add(e.id);
+    if ((e.kind === "progress" || e.kind === "stage") && e.data && typeof e.data === "object") lastStep = e.data;
     lastEvent = Math.max(lastEvent, e.id);
     eventsBody.append(eventRow(e));
   }
@@ -236,7 +270,7 @@ export function mountJob(root, jobId) {
         return null;
       }
       error.textContent = `Could not load the job: ${exc.message}`;
-      return true;
+      throw exc;  // so that poll() backs off
     }
   }
 
@@ -247,7 +281,7 @@ export function mountJob(root, jobId) {
   const aborter = new AbortController();
   let pending = null;
   function refreshSoon() {
-    if (pending === null) pending = setTimeout(() => { pending = null; if (!stopped) refreshJob(); }, 250);
+    if (pending === null) pending = setTimeout(() => { pending = null; if (!stopped) refreshJob().catch(() => {}); }, 250);
   }
   function onMessage(message) {
     const data = JSON.parse(message.data);
@@ -274,7 +308,8 @@ export function mountJob(root, jobId) {
         failures += 1;
         if (failures >= 3) return startPolling();  // the stream keeps failing (a proxy?): poll instead
       }
-      if (stopped || (await refreshJob()) !== true) return;  // ended because the job finished
+      const live = await refreshJob().catch(() => true);  // a failed GET: try the stream again
+      if (stopped || live !== true) return;  // ended because the job finished
       await new Promise((resolve) => setTimeout(resolve, 2000));  // then resume after lastEvent
     }
   }
@@ -289,7 +324,7 @@ export function mountJob(root, jobId) {
   refreshJob().then((live) => {
     if (live === true && !stopped) follow();
     else if (live === false) loadEvents().catch(() => {});
-  });
+  }, () => { if (!stopped) startPolling(); });
   return () => {
     stopped = true;
     aborter.abort();

@@ -83,6 +83,7 @@ export function mountJobs(root, query) {
       render();  // also when unchanged: running durations move on
     } catch (exc) {
       error.textContent = `Could not load jobs: ${exc.message}`;
+      throw exc;  // so that poll() backs off
     }
   }
 
@@ -112,8 +113,9 @@ export function mountJobs(root, query) {
       h("div", { class: "filters" }, statusSelect, methodSelect, modelInput, sizeSelect),
       error,
       h("table", { class: "jobs", id: "jobs-table" },
-        h("thead", {}, h("tr", {}, ["status", "job", "model", "method", "target", "achieved", "ppl before",
-          "ppl after", "duration", "created"].map((t) => h("th", {}, t)))),
+        h("thead", {}, h("tr", {}, ["status", "job", "model", "method"].map((t) => h("th", {}, t)),
+          ["target", "achieved", "ppl before", "ppl after", "duration"].map((t) => h("th", { class: "num" }, t)),
+          h("th", {}, "created"))),
         body),
       h("div", { class: "pager" }, prev, pageInfo, next)),
   );

@@ -2,7 +2,8 @@
 // GET /v1/methods, the API's 422 messages placed beside the fields they name.
 
 import { ApiError, idempotencyKey, request } from "./api.js";
-import { fill, h } from "./dom.js";
+import { fill, h, safeHref } from "./dom.js";
+import { datasetPicker } from "./datasets.js";
 import { errorSlot, objectFields, schemaField } from "./schemaform.js";
 
 /** "options.recovery.epochs: msg; options.alpha: msg" inside one options error -> [[path, msg]]. */
@@ -42,7 +43,8 @@ function build(box, methods, defs) {
 
   function showMethod() {
     const m = methods.find((x) => x.name === methodSelect.value);
-    fill(methodInfo, m.summary, m.paper ? " · paper: " : "", m.paper ? m.paper : "",
+    const paper = m.paper ? safeHref(m.paper) : null;
+    fill(methodInfo, m.summary, paper ? " · " : "", paper ? h("a", { href: paper, target: "_blank", rel: "noopener noreferrer" }, "paper") : "",
       m.requires_calibration ? " · uses calibration data" : " · needs no calibration data");
     options = objectFields(m.options_schema, m.options_schema.$defs || {}, "options",
       { legend: `Options of ${m.name}`, description: m.options_schema.description });
@@ -60,13 +62,22 @@ function build(box, methods, defs) {
     ? schemaField("execution", job.properties.execution, defs, "execution") : null;
   const advanced = ["device", "dtype", "seed"].map((name) => [name, schemaField(name, job.properties[name], defs, name)]);
 
+  // Servers that take uploaded datasets list "dataset" among the calibration sources.
+  const sources = defs.CalibrationSpec.properties.source.enum || [];
+  const datasets = sources.includes("dataset") ? datasetPicker((id) => {
+    const source = form.querySelector("#f-calibration-source");
+    source.value = "dataset";
+    form.querySelector("#f-calibration-dataset_id").value = id;
+    source.scrollIntoView({ block: "center" });
+  }) : null;
+
   const summaryErrors = h("div", { class: "error", id: "form-errors", role: "alert" });
   const submit = h("button", { type: "submit", id: "submit-job" }, "Submit job");
   const form = h("form", { id: "submit-form", novalidate: true },
     main.el,
     h("div", { class: "field", dataset: { field: "method" } }, h("label", { for: "f-method" }, "Method ", h("span", { class: "required" }, "*")),
       methodSelect, methodInfo, errorSlot("method")),
-    optionsBox, calibration.el, evaluation.el, exporting.el, execution ? execution.el : null,
+    optionsBox, calibration.el, datasets, evaluation.el, exporting.el, execution ? execution.el : null,
     h("fieldset", { class: "group", dataset: { field: "advanced" } }, h("legend", {}, "Advanced"), advanced.map(([, f]) => f.el)),
     summaryErrors, submit);
   showMethod();
