@@ -8,14 +8,16 @@ import os
 import re
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 
 from app.core.config import Settings
 from app.crud import Cursor
 from compression.errors import InvalidInput
+from compression.reachable import layers_to_remove
 from compression.roots import find_data_file
-from compression.specs import JobSpec
+from compression.specs import JobSpec, Method
 
 # Job ids are uuid4 hex; anything else (NUL bytes, 10 kB, odd characters) cannot exist. Checked before
 # any query: PostgreSQL refuses a NUL byte with an error, not an empty result.
@@ -60,6 +62,40 @@ def check_allowed_paths(spec: JobSpec, settings: Settings) -> None:
                 find_data_file(path, settings.data_roots)
             except InvalidInput as exc:
                 raise field_error(("body", "calibration", "path"), str(exc)) from None
+
+
+def _visible_local_config(spec: JobSpec, settings: Settings) -> dict[str, Any] | None:
+    """The local model's config.json when this process sees it under a model root, else None."""
+    roots = [Path(os.path.realpath(r)) for r in settings.model_roots]
+    if spec.model.startswith("/"):
+        candidates = [Path(os.path.realpath(spec.model))]
+    elif "/" not in spec.model:
+        candidates = [Path(os.path.realpath(root / spec.model)) for root in roots]
+    else:
+        return None  # a hub id: the API does not download configs
+    for folder in candidates:
+        if any(folder == r or r in folder.parents for r in roots) and (folder / "config.json").is_file():
+            try:
+                config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                return None  # the worker names the fault (invalid_config)
+            return config if isinstance(config, dict) else None
+    return None
+
+
+def check_reachable(spec: JobSpec, settings: Settings) -> None:
+    """A ratio the method cannot reach on the model's shape, refused at submission when the API can
+    read a local model's config (the worker refuses it again for hub models)."""
+    if spec.method != Method.SHORTGPT:
+        return
+    config = _visible_local_config(spec, settings)
+    layers = config.get("num_hidden_layers") if config else None
+    if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
+        return
+    try:
+        layers_to_remove(layers, spec.target_ratio, spec.options.get("num_layers"))
+    except InvalidInput as exc:
+        raise field_error(("body", "target_ratio"), str(exc)) from None
 
 
 def encode_cursor(created_at: datetime, job_id: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.security import models
 from tests.security.conftest import HostileStack
 from tests.service.support.client import FAST_JOB
 
@@ -30,12 +31,17 @@ REFUSED: dict[str, tuple[str, str]] = {
                                  "path"),
     "revision of a local model": (json.dumps({**FAST_JOB, "model": "local-model", "revision": "main"}), "revision"),
     "cuda on a CPU-only fleet": (json.dumps({**FAST_JOB, "device": "cuda"}), "device"),
+    # TinyStories-656K has 2 decoder layers: removing whole layers reaches 0.5 only.
+    "a ratio shortgpt cannot reach": (json.dumps({**FAST_JOB, "model": "two-layers", "method": "shortgpt"}),
+                                      "target_ratio"),
 }
 
 
 @pytest.mark.parametrize("case", list(REFUSED))
 def test_careless_input_is_a_422_naming_the_field(hostile: HostileStack, case: str) -> None:
     body, field = REFUSED[case]
+    if not (hostile.model_root / "two-layers").exists():
+        models.clone(hostile.model_root, "two-layers")
     response = hostile.client("dave").http.post("/v1/jobs", content=body,
                                                 headers={"Content-Type": "application/json"})
     assert response.status_code == 422, response.text

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from app import crud
 from app.api.datasetrefs import pin_datasets
 from app.api.deps import AUTH_RESPONSES, DbDep, SessionDep, SettingsDep, StoreDep, TenantDep
-from app.api.validation import JOB_ID, check_allowed_paths, decode_cursor, encode_cursor, field_error
+from app.api.validation import JOB_ID, check_allowed_paths, check_reachable, decode_cursor, encode_cursor, field_error
 from app.jobstates import JobStatus
 from app.models import Artifact, Job, Tenant
 from app.queue import enqueue_compress
@@ -54,6 +54,7 @@ async def create_job(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")] = None,
 ) -> JSONResponse:
     check_allowed_paths(spec, settings)
+    check_reachable(spec, settings)
     dumped = spec.model_dump(mode="json")
     await pin_datasets(db, dumped, tenant.id)
     request_hash = _request_hash(dumped)
