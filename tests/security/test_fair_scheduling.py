@@ -47,6 +47,9 @@ def test_a_backlog_delays_another_tenants_job_by_at_most_one_of_its_jobs(hostile
         _cancel(busy, job_id)
     jobs = [busy.wait_terminal(job_id, timeout=240) for job_id in backlog]
     ahead = [j["id"] for j in jobs if j["started_at"] and _at(j, "started_at") < _at(done, "started_at")]
+    waited = (_at(done, "started_at") - _at(done, "created_at")).total_seconds()
+    print(f"12 + 1: the single job started after {len(ahead)} of the backlog's jobs ({waited:.1f} s after "
+          "its submission, which includes starting the worker)")
     assert len(ahead) <= 1, f"{len(ahead)} of the backlog's jobs started before the other tenant's job"
 
 
@@ -70,6 +73,8 @@ def test_cancelled_jobs_cost_the_worker_nothing_and_leave_the_quota_exact(hostil
     log = worker.log_text()
     # The first message woke the worker for bob's job (claims are fair, not by message); the other 42
     # were acknowledged in the worker's main process: no pool child was spent on them.
+    print(f"40 pairs, worker started after them: {log.count(DROPPED)} messages dropped before the pool, "
+          f"{log.count(CHILD_SKIPPED)} pool children spent on nothing")
     assert log.count(DROPPED) == 42 and log.count(CHILD_SKIPPED) == 0, log[-4000:]
     for job_id in cancelled:
         job = mallory.job(job_id)
@@ -89,6 +94,8 @@ def test_submit_then_cancel_pairs_delay_another_tenant_by_at_most_one_job(hostil
     victim = bob.wait_terminal(bob.submit_ok(FAST_JOB)["id"], timeout=240)
     assert victim["status"] == "succeeded", hostile.logs()
     waited = (_at(victim, "started_at") - _at(victim, "created_at")).total_seconds()
+    print(f"40 pairs, live worker: the other tenant's job waited {waited:.2f} s; one job alone took "
+          f"{one_job:.2f} s from submission to finish")
     assert waited <= one_job + 1.0, f"bob's job waited {waited:.1f} s; one job takes {one_job:.1f} s"
 
     response = mallory.http.get("/v1/jobs", params={"limit": 200})
