@@ -10,12 +10,13 @@ export const PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "
  * Horizontal bars: [{label, value, display?, compare?}] with the value printed at each bar's end; a
  * `compare` value (an estimate) is drawn as an outline on the same scale.
  */
-export function barChart(bars, { title, unit = "", width = 560, color = PALETTE[0] } = {}) {
+export function barChart(bars, { title, unit = "", width = 640, color = PALETTE[0] } = {}) {
   const row = 22;
   const labelWidth = 130;
   const height = bars.length * row + 10;
   const max = Math.max(...bars.map((b) => Math.max(b.value, b.compare ?? 0)), 1e-12);
-  const span = width - labelWidth - 80;
+  const withCompare = bars.some((b) => typeof b.compare === "number");
+  const span = width - labelWidth - (withCompare ? 190 : 90);  // room for the printed values
   const svg = s("svg", { class: "chart bar-chart", viewBox: `0 0 ${width} ${height}`, width, height, role: "img",
     "aria-label": title || "bar chart" });
   bars.forEach((bar, i) => {
