@@ -25,6 +25,7 @@ from compression.calibration import (
     CALIBRATION_FILES, EVAL_FILES, calibration_windows, check_user_file, dataset_file, eval_tokens,
 )
 from compression.errors import Cancelled, InvalidInput, RatioNotReached
+from compression.estimate import Estimate, preflight
 from compression.evaluation import StageTimer, peak_memory, perplexity, reset_peak_memory
 from compression.export import export
 from compression.execution.choice import Execution, requested_execution, resolve_mode
@@ -45,8 +46,13 @@ class RunSettings:
     data_roots: tuple[Path, ...] = ()
     cache_dir: Path | None = None
     ratio_tolerance: float = 0.01
+    max_download_bytes: int | None = None  # hub models larger than this are refused (ModelTooLarge)
     # Uploaded datasets the caller (the service's worker) downloaded: dataset id -> local .txt / .jsonl.
     datasets: Mapping[str, Path] = field(default_factory=dict)
+    # The worker's declared memory (bytes; None = no limit): the preflight estimate is held to the tighter
+    # of these and the spec's execution.max_*_memory, and `auto` execution resolves against them.
+    device_memory_limit: int | None = None
+    host_memory_limit: int | None = None
     # Where each finished decoder layer's result is kept (compression.execution.workfolder). A rerun
     # with the same folder and spec continues after the last finished layer. None: no resume (a
     # sequential run then uses a temporary folder, removed at the end).
@@ -167,13 +173,15 @@ def run(
         check_user_file(spec.calibration.path or "", settings.data_roots)  # fail before loading a model
     if spec.calibration.source == "dataset" and compressor.info.requires_calibration:
         dataset_file(spec.calibration.dataset_id, settings.datasets)
+    estimate = preflight(spec, model_roots=settings.model_roots, cache_dir=settings.cache_dir, device=device.type,
+                         device_limit=settings.device_memory_limit, host_limit=settings.host_memory_limit)
     stages = _Stages(progress, should_stop, device)
     chosen = requested_execution(spec)
     if chosen.mode == "sequential" and not getattr(compressor, "layerwise", False):
         raise InvalidInput(f"{spec.method.value} does not run layer by layer yet; use execution mode 'resident'")
     try:
         with seeded(spec.seed, device):
-            return _run(spec, out_dir, settings, compressor, stages, device, chosen)
+            return _run(spec, out_dir, settings, compressor, stages, device, chosen, estimate)
     except BaseException:
         shutil.rmtree(out_dir.with_name(out_dir.name + ".partial"), ignore_errors=True)
         raise
@@ -186,7 +194,8 @@ class _Resident:
 
     def __init__(self, spec: JobSpec, settings: RunSettings, device: torch.device):
         lm = load_model(spec.model, spec.revision, model_roots=settings.model_roots,
-                        cache_dir=settings.cache_dir, dtype=spec.dtype, device=device)
+                        cache_dir=settings.cache_dir, dtype=spec.dtype, device=device,
+                        max_download_bytes=settings.max_download_bytes)
         self.model, self.tokenizer, self.arch, self.source, self.device = lm.model, lm.tokenizer, lm.arch, \
             lm.source, device
 
@@ -200,37 +209,40 @@ class _Resident:
     weight_groups = None  # export reads the resident model itself
 
 
-def _open(spec: JobSpec, settings: RunSettings, device: torch.device, chosen: Execution,
-          work_root: Path | None) -> tuple[Any, WorkFolder | None, str]:
+def _open(spec: JobSpec, settings: RunSettings, device: torch.device, chosen: Execution, mode: str,
+          work_root: Path | None) -> tuple[Any, WorkFolder | None]:
     """The model to compress (resident or streamed) and the work folder of this run (None: none)."""
-    located = locate_model(spec.model, spec.revision, model_roots=settings.model_roots, cache_dir=settings.cache_dir)
-    mode = resolve_mode(chosen, spec, located)
     digest = spec_digest({"spec": spec.model_dump(mode="json"), "mode": mode})
     if mode == "resident":
         work = WorkFolder(work_root, digest) if work_root is not None else None
-        return _Resident(spec, settings, device), work, mode
+        return _Resident(spec, settings, device), work
     from compression.execution.session import StreamedSession
 
+    located = locate_model(spec.model, spec.revision, model_roots=settings.model_roots, cache_dir=settings.cache_dir,
+                           max_download_bytes=settings.max_download_bytes)
     assert work_root is not None
     work = WorkFolder(work_root, digest)
     session = StreamedSession(located, dtype=resolve_dtype(spec.dtype), device=device, offload=chosen.offload,
                               work=work, cache_dir=settings.cache_dir)
-    return session, work, mode
+    return session, work
 
 
 def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, stages: _Stages,
-         device: torch.device, chosen: Execution) -> RunResult:
+         device: torch.device, chosen: Execution, estimate: Estimate | None) -> RunResult:
     import tempfile
 
     from compression.methods import CompressionContext
 
+    mode = resolve_mode(chosen, estimate.chosen if estimate is not None else None)
+    if mode != "resident" and not getattr(compressor, "layerwise", False):
+        raise InvalidInput(f"{spec.method.value} does not run layer by layer yet; use execution mode 'resident'")
     scratch = None
     work_root = settings.work_dir
-    if work_root is None and chosen.mode != "resident":
+    if work_root is None and mode == "sequential":
         scratch = Path(tempfile.mkdtemp(prefix="spectra-layers-"))
         work_root = scratch
     try:
-        return _run_opened(spec, out_dir, settings, compressor, stages, device, chosen, work_root,
+        return _run_opened(spec, out_dir, settings, compressor, stages, device, chosen, mode, estimate, work_root,
                            CompressionContext)
     finally:
         if scratch is not None:
@@ -238,12 +250,10 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
 
 
 def _run_opened(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, stages: _Stages,
-                device: torch.device, chosen: Execution, work_root: Path | None, CompressionContext: Any
-                ) -> RunResult:
+                device: torch.device, chosen: Execution, mode: str, estimate: Estimate | None,
+                work_root: Path | None, CompressionContext: Any) -> RunResult:
     with stages.stage("load", f"loading {spec.model}"):
-        lm, work, mode = _open(spec, settings, device, chosen, work_root)
-    if mode != "resident" and not getattr(compressor, "layerwise", False):
-        raise InvalidInput(f"{spec.method.value} does not run layer by layer yet; use execution mode 'resident'")
+        lm, work = _open(spec, settings, device, chosen, mode, work_root)
     model, limit = lm.model, max_positions(lm.model)
     if spec.evaluation.enabled and limit is not None and spec.evaluation.seq_len > limit:
         raise InvalidInput(f"evaluation.seq_len {spec.evaluation.seq_len} exceeds the model's maximum of {limit}")
@@ -293,9 +303,11 @@ def _run_opened(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor:
         "protocol": _protocol(spec, 0 if tokens is None else int(tokens.numel())),
         "calibration": _calibration_record(spec, calib),
         "spec": spec.model_dump(mode="json"), "method_details": method_report.details,
-        # What was asked and what ran (auto resolves to resident or sequential).
+        # What was asked, what `auto` resolved to from the preflight estimate, and what ran.
         "execution": {"requested": spec.execution.model_dump(mode="json"), "mode": mode,
-                      "offload": chosen.offload if mode == "sequential" else None},
+                      "offload": chosen.offload if mode == "sequential" else None,
+                      "resolved": estimate.chosen if estimate is not None else None,
+                      "estimate": estimate.as_dict() if estimate is not None else None},
         "source": lm.source, "device": str(device), "versions": versions(),
     }
     with stages.stage("export", f"writing {out_dir.name}"):

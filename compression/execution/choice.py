@@ -33,16 +33,8 @@ def requested_execution(spec: Any) -> Execution:
     return Execution(mode=getattr(field, "mode", "resident"), offload=getattr(field, "offload", "cpu"))
 
 
-def fits_resident(spec: Any, located: Any) -> bool:
-    """Whether the whole model fits the device for this job: the preflight estimate's answer.
-
-    The estimate lives in its own module (issue 14, other half); until it is wired in, `auto` stays
-    resident, which is today's behaviour.
-    """
-    return True
-
-
-def resolve_mode(execution: Execution, spec: Any, located: Any) -> str:
+def resolve_mode(execution: Execution, estimated_choice: str | None) -> str:
+    """resident or sequential: as asked, or for `auto` what the preflight estimate chose (resident if none)."""
     if execution.mode != "auto":
         return execution.mode
-    return "resident" if fits_resident(spec, located) else "sequential"
+    return estimated_choice or "resident"

@@ -30,6 +30,7 @@ from compression.execution.hidden import HiddenStates
 from compression.execution.layers import ResidentLayers
 from compression.execution.skeleton import low_rank_structure
 from compression.hooks import forward_hooks
+from compression.progress import layer_message
 
 if TYPE_CHECKING:
     from compression.methods.base import CompressionContext, MethodReport
@@ -98,6 +99,7 @@ class LayerwiseMethod(ABC):
     """The per-layer interface a method implements once; resident and streamed execution both use it."""
 
     layerwise = True  # run() lets only such methods stream
+    layer_work = "compressed"  # what a layer's progress message says was done to it
 
     def streams(self, ctx: CompressionContext) -> dict[str, int | None]:
         """Which hidden-state streams the method reads, with how many windows (None: all)."""
@@ -134,7 +136,8 @@ def run_layerwise(ctx: CompressionContext, method: LayerwiseMethod) -> MethodRep
         source.restore(index, record["structure"], work)
         records.append(record["method"])
     if start:
-        ctx.progress(start / n_layers, f"{RESUMED} {start + 1}/{n_layers}")
+        # "k of N", not "k/N": progress parsers read "layer i/N" as i layers finished.
+        ctx.progress(start / n_layers, f"{RESUMED} {start + 1} of {n_layers} ({start} finished before)")
 
     streams: dict[str, HiddenStates] = {}
     inputs = LayerInputs()
@@ -187,7 +190,7 @@ def run_layerwise(ctx: CompressionContext, method: LayerwiseMethod) -> MethodRep
         source.put_away(index, layer)
         records.append(record)
         seconds = time.perf_counter() - began
-        ctx.progress((index + 1) / n_layers, f"layer {index + 1}/{n_layers} done in {seconds:.1f} s")
+        ctx.progress((index + 1) / n_layers, layer_message(index + 1, n_layers, f"{method.layer_work} in {seconds:.1f} s"))
     for stream in streams.values():
         stream.discard()
     return method.finish(ctx, records)

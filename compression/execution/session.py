@@ -13,7 +13,7 @@ from compression.execution.hidden import HiddenStates
 from compression.execution.layers import StreamedLayers
 from compression.execution.skeleton import empty_model, tied_names
 from compression.execution.workfolder import WorkFolder
-from compression.models import LocatedModel, load_tokenizer
+from compression.models import LocatedModel
 
 WEIGHT_FILES = ["*.safetensors", "*.safetensors.index.json"]
 
@@ -33,7 +33,7 @@ class StreamedSession:
                  work: WorkFolder, cache_dir: Path | None):
         self.arch, self.source, self.device, self.work = located.arch, located.source, device, work
         self.offload = offload
-        self.tokenizer = load_tokenizer(located)
+        self.tokenizer = located.tokenizer()
         self.model: nn.Module = empty_model(located.config, dtype)
         if (located.folder / "generation_config.json").is_file():  # as from_pretrained would read it
             from transformers import GenerationConfig

@@ -47,6 +47,7 @@ def asvd_factors(
 @register
 class ActivationAwareSVD(Compressor, LayerwiseMethod):
     method = Method.ASVD
+    layer_work = "activation-aware SVD"
 
     def compress(self, ctx: CompressionContext) -> MethodReport:
         return run_layerwise(ctx, self)

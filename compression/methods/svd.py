@@ -19,6 +19,7 @@ from compression.specs import Method, SVDOptions
 @register
 class PlainSVD(Compressor, LayerwiseMethod):
     method = Method.SVD
+    layer_work = "truncated SVD"
 
     def compress(self, ctx: CompressionContext) -> MethodReport:
         return run_layerwise(ctx, self)

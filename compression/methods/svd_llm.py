@@ -51,6 +51,7 @@ def refit_out_factor(weight: torch.Tensor, in_factor: torch.Tensor, gram: torch.
 @register
 class SVDLLM(Compressor, LayerwiseMethod):
     method = Method.SVD_LLM
+    layer_work = "whitened SVD"
 
     def compress(self, ctx: CompressionContext) -> MethodReport:
         return run_layerwise(ctx, self)

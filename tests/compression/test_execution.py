@@ -89,15 +89,15 @@ def test_rerun_with_the_work_folder_resumes_after_the_last_finished_layer(settin
     messages: list[str] = []
 
     def stop_after_first_layer() -> bool:
-        return any(m.startswith("layer 1/2 done") for m in messages)
+        return any(m.startswith("layer 1/2:") for m in messages)
 
     with pytest.raises(Cancelled):
         run(job, tmp_path / "first", settings=resumable, progress=lambda stage, fraction, message: messages.append(message), should_stop=stop_after_first_layer)
     assert not (tmp_path / "first").exists()
     messages.clear()
     second = run(job, tmp_path / "second", settings=resumable, progress=lambda stage, fraction, message: messages.append(message))
-    assert "resumed at layer 2/2" in messages
-    assert not any(m.startswith("layer 1/2 done") for m in messages), "layer 1 ran again"
+    assert any(m.startswith("resumed at layer 2 of 2") for m in messages), messages
+    assert not any(m.startswith("layer 1/2:") for m in messages), "layer 1 ran again"
     assert second.report["method_details"] == whole.report["method_details"]
     assert (second.out_dir / "model.safetensors").read_bytes() == (whole.out_dir / "model.safetensors").read_bytes()
 
