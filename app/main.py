@@ -27,7 +27,7 @@ from app.api.fastreads import FastReads
 from app.api.middleware import BodySizeLimit, HttpMetrics, InflightLimit, RequestMetrics, RequestSlots
 from app.api.auth import KeyCache
 from app.api.ratelimit import RateLimiter
-from app.api.routes import downloads, health, jobs, methods
+from app.api.routes import architectures, downloads, health, jobs, methods
 from app.core.config import Settings, get_settings
 from app.core.adb import API_POOL_SIZE, AsyncDatabase
 from app.metrics import AppMetrics
@@ -156,7 +156,7 @@ def create_app(settings: Settings | None = None) -> SpectraAPI:
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, redis_url=settings.broker_url)
     app.state.metrics = AppMetrics(settings)
 
-    for router in (jobs.router, methods.router, downloads.router, health.router):
+    for router in (jobs.router, methods.router, architectures.router, downloads.router, health.router):
         app.include_router(router)
 
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ when loading a source model.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression.architectures import ARCHITECTURES, ArchSpec, arch_for
+from compression.architectures import ARCHITECTURES, ArchSpec, arch_for, prepare_model
 from compression.errors import InvalidInput, ModelNotFound, PathNotAllowed
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -91,11 +91,17 @@ def _hub_snapshot(ref: str, revision: str | None, cache_dir: Path | None) -> Pat
     return Path(config_path).parent  # .../snapshots/<commit>/config.json
 
 
-def _read_config(folder: Path) -> Any:
+# Called with the source's config.json (a dict) and its family before any weight is read.
+ConfigCheck = Callable[[dict[str, Any], ArchSpec], None]
+
+
+def _read_config(folder: Path, check: ConfigCheck | None = None) -> Any:
     from transformers import AutoConfig
 
-    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
-    arch_for(str(model_type))  # refuse unsupported types before transformers tries to parse them
+    raw = json.loads((folder / "config.json").read_text())
+    arch = arch_for(str(raw.get("model_type")))  # refuse unsupported types before transformers parses them
+    if check is not None:
+        check(raw, arch)
     return AutoConfig.from_pretrained(folder, trust_remote_code=False)
 
 
@@ -114,12 +120,14 @@ def preload_transformers() -> None:
 
     for name in ("AutoConfig", "AutoModelForCausalLM", "AutoTokenizer", "PreTrainedTokenizerFast"):
         getattr(transformers, name)
-    for model_type in ARCHITECTURES:
-        for stem in ("configuration", "modeling", "tokenization"):
-            for name in (f"transformers.models.{model_type}.{stem}_{model_type}",
-                         f"transformers.models.{model_type}.{stem}_{model_type}_fast"):
-                if importlib.util.find_spec(name) is not None:  # not every architecture has each
-                    importlib.import_module(name)
+    for arch in ARCHITECTURES.values():
+        getattr(transformers, arch.causal_lm)  # imports the family's configuration and modeling modules
+        package = f"transformers.models.{arch.model_type}"
+        if importlib.util.find_spec(package) is None:  # e.g. gemma3_text lives in transformers.models.gemma3
+            continue
+        for name in (f"{package}.tokenization_{arch.model_type}", f"{package}.tokenization_{arch.model_type}_fast"):
+            if importlib.util.find_spec(name) is not None:  # not every architecture has each
+                importlib.import_module(name)
     for module in ("modeling_utils", "core_model_loading", "tokenization_utils_fast"):
         importlib.import_module(f"transformers.{module}")
 
@@ -132,15 +140,17 @@ def load_model(
     cache_dir: Path | None = None,
     dtype: str | torch.dtype = "float32",
     device: str | torch.device = "auto",
+    check: ConfigCheck | None = None,
 ) -> LoadedModel:
-    """Load model + tokenizer, check the architecture is supported, move to device, eval mode."""
+    """Load model + tokenizer, check the architecture is supported (and `check` the config before any
+    weight is read), move to device, eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     local = resolve_local(ref, model_roots)
     if local is not None and revision:
         raise InvalidInput("revision applies to hub ids only; a local model folder has no revisions")
     snapshot = local if local is not None else _hub_snapshot(ref, revision, cache_dir)
-    config = _read_config(snapshot)
+    config = _read_config(snapshot, check)
     arch = arch_for(config.model_type)
     torch_dtype, dev = resolve_dtype(dtype), resolve_device(device)
     commit = snapshot.name
@@ -154,7 +164,7 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **hub)
     except OSError as exc:
         raise ModelNotFound(f"model '{ref}' could not be loaded: {exc}") from None
-    model.to(dev).eval()
+    prepare_model(model, arch).to(dev).eval()
     if local is not None:
         source = {"kind": "local", "ref": ref, "path": str(local)}
     else:

@@ -77,7 +77,7 @@ def recovery_parameters(model: nn.Module, arch: ArchSpec, layers: list[int]) -> 
     decoder = decoder_layers(model, arch)
     for i in layers:
         for name, module in decoder[i].named_modules():
-            if isinstance(module, LowRankLinear) or "norm" in name.rsplit(".", 1)[-1]:
+            if isinstance(module, LowRankLinear) or name in arch.norms:
                 params.extend(p for p in module.parameters(recurse=True))
     unique = list({id(p): p for p in params}.values())
     if not any(isinstance(m, LowRankLinear) for i in layers for m in decoder[i].modules()):

@@ -24,9 +24,10 @@ import torch
 from compression.calibration import CALIBRATION_FILES, EVAL_FILES, calibration_windows, check_user_file, eval_tokens
 from compression.errors import Cancelled, InvalidInput, RatioNotReached
 from compression.evaluation import StageTimer, peak_memory, perplexity, reset_peak_memory
-from compression.export import export
+from compression.architectures import ArchSpec
+from compression.export import export, require_export_class
 from compression.models import LoadedModel, load_model, max_positions, resolve_device
-from compression.specs import JobSpec
+from compression.specs import JobSpec, Method, check_fit
 from compression.surgery import count_params, decoder_linear_params
 
 STAGES = ("load", "calibrate", "evaluate_before", "compress", "evaluate_after", "export")
@@ -160,13 +161,30 @@ def run(
         raise
 
 
+def preflight(spec: JobSpec, settings: RunSettings) -> Callable[[dict[str, Any], ArchSpec], None]:
+    """The checks that need only the model's config.json, run before any weight is loaded: the method
+    applies to the family, the targets exist in it, shortgpt's ratio is reachable for its depth, and
+    the family's low-rank export class exists."""
+
+    def check(config: dict[str, Any], arch: ArchSpec) -> None:
+        try:
+            check_fit(spec.method, spec.target_ratio, spec.options, config, settings.ratio_tolerance)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        if spec.method != Method.SHORTGPT and not spec.export.dense:
+            require_export_class(arch)
+
+    return check
+
+
 def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, stages: _Stages,
          device: torch.device) -> RunResult:
     from compression.methods import CompressionContext
 
     with stages.stage("load", f"loading {spec.model}"):
         lm: LoadedModel = load_model(spec.model, spec.revision, model_roots=settings.model_roots,
-                                     cache_dir=settings.cache_dir, dtype=spec.dtype, device=device)
+                                     cache_dir=settings.cache_dir, dtype=spec.dtype, device=device,
+                                     check=preflight(spec, settings))
     model, limit = lm.model, max_positions(lm.model)
     if spec.evaluation.enabled and limit is not None and spec.evaluation.seq_len > limit:
         raise InvalidInput(f"evaluation.seq_len {spec.evaluation.seq_len} exceeds the model's maximum of {limit}")
@@ -206,6 +224,9 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
             ppl_after = perplexity(model, tokens, ev.seq_len, ev.max_windows, ev.batch_size, device,
                                    progress=stages.reporter("evaluate_after"))
 
+    calibration = _calibration_record(spec, calib)
+    if calibration is not None and "routed_tokens" in method_report.details:  # mixture of experts
+        calibration["routed_tokens"] = method_report.details.pop("routed_tokens")
     report: dict[str, Any] = {
         "method": spec.method.value, "target_ratio": spec.target_ratio,
         "achieved_ratio": achieved, "achieved_ratio_total": 1.0 - params_after / params_before,
@@ -213,7 +234,7 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
         "decoder_linear_params_before": linear_before, "decoder_linear_params_after": linear_after,
         "metrics": {"ppl_before": ppl_before, "ppl_after": ppl_after, **method_report.metrics},
         "protocol": _protocol(spec, 0 if tokens is None else int(tokens.numel())),
-        "calibration": _calibration_record(spec, calib),
+        "calibration": calibration,
         "spec": spec.model_dump(mode="json"), "method_details": method_report.details,
         "source": lm.source, "device": str(device), "versions": versions(),
     }

@@ -13,7 +13,8 @@ from fastapi.exceptions import RequestValidationError
 
 from app.core.config import Settings
 from app.crud import Cursor
-from compression.specs import JobSpec
+from compression.specs import JobSpec, check_fit
+from compression.specs.fit import DoesNotFit
 
 # Job ids are uuid4 hex; anything else (NUL bytes, 10 kB, odd characters) cannot exist. Checked before
 # any query: PostgreSQL refuses a NUL byte with an error, not an empty result.
@@ -47,6 +48,37 @@ def check_allowed_paths(spec: JobSpec, settings: Settings) -> None:
         if path.startswith("/") and not _under(path, settings.data_roots):
             roots = ", ".join(str(r) for r in settings.data_roots)
             raise field_error(("body", "calibration", "path"), f"calibration file must lie under an allowed data root ({roots})")
+
+
+def _readable_config(spec: JobSpec, settings: Settings) -> dict | None:
+    """The model's config.json when it is a local folder this API process can see, else None (hub ids,
+    or a folder only the workers see: they run the same check before loading any weight)."""
+    if spec.model.startswith("/"):
+        candidates = [Path(spec.model)]
+    elif "/" not in spec.model:
+        candidates = [root / spec.model for root in settings.model_roots]
+    else:
+        return None
+    for folder in candidates:
+        path = (folder / "config.json").resolve()  # a symlink may not lead the API out of the roots
+        if any(path.is_relative_to(root) for root in settings.model_roots) and path.is_file():
+            try:
+                config = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return None  # unreadable here; the worker reports it properly
+            return config if isinstance(config, dict) else None
+    return None
+
+
+def check_model_fits(spec: JobSpec, settings: Settings) -> None:
+    """Refuse at submission what the model's own config already rules out (family, targets, depth)."""
+    config = _readable_config(spec, settings)
+    if config is None:
+        return
+    try:
+        check_fit(spec.method, spec.target_ratio, spec.options, config)
+    except DoesNotFit as exc:
+        raise field_error(("body", *exc.field), str(exc)) from None
 
 
 def encode_cursor(created_at: datetime, job_id: str) -> str:

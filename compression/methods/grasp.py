@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression.architectures import ArchSpec, decoder_layers, iter_target_linears
+from compression.architectures import ArchSpec, decoder_layers, iter_target_linears, resolve_targets
 from compression.attribution import block_influence
 from compression.errors import InvalidInput, RatioNotReached
 from compression.grasp_plan import TOLERANCE, GraspPlan, plan
@@ -69,7 +69,7 @@ def whitening_factors(
     after the deepest chosen layer.
     """
     linears = {full: mod for full, _, _, mod in iter_target_linears(ctx.model, ctx.arch, targets, layers)}
-    source = shared_input_sources(linears)
+    source = shared_input_sources(ctx.arch, linears)
     grams = collect_input_stats(ctx.model, {name: linears[name] for name in set(source.values())}, calibration,
                                 ctx.device, stat="gram", dtype=torch.float64,
                                 stop_after=decoder_layers(ctx.model, ctx.arch)[max(layers)])
@@ -112,7 +112,7 @@ class Grasp(Compressor):
         assert isinstance(options, GraspOptions)
         if ctx.calibration is None:
             raise InvalidInput("grasp needs calibration data (block influence and gradients)")
-        targets = list(options.targets)
+        targets = list(resolve_targets(ctx.arch, options.targets))
         n_layers = len(decoder_layers(ctx.model, ctx.arch))
         total = decoder_linear_params(ctx.model, ctx.arch)
         if options.layers is not None and len(options.layers) >= n_layers:

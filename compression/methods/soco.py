@@ -36,7 +36,7 @@ def factor_targets(ctx: CompressionContext, options: SoCoOptions) -> list[tuple[
         if not isinstance(module, torch.nn.Linear):
             raise InvalidInput(f"soco needs dense nn.Linear targets; {name} is a {type(module).__name__}")
     grams: dict[str, torch.Tensor] = {}
-    source = shared_input_sources(name for name, _, _, _ in targets)  # q/k/v, gate/up: one Gram each
+    source = shared_input_sources(ctx.arch, (name for name, _, _, _ in targets))  # q/k/v, gate/up: one Gram each
     if options.basis == "whitened":
         ctx.progress(0.0, "whitening: collecting input Gram matrices")
         dtype = torch.float64 if options.gram_dtype == "float64" else torch.float32

@@ -1,14 +1,15 @@
 """Torch-free job and method specs, shared by the API, the worker and the CLI."""
 
-from compression.specs.baselines import ASVDOptions, ShortGPTOptions, SVDLLMOptions, SVDOptions
-from compression.specs.common import ALL_TARGETS, TargetName
+from compression.specs.baselines import ASVDOptions, ShortGPTOptions, SVDLLMOptions, SVDOptions, TargetName
+from compression.specs.families import FAMILIES, KNOWN_TARGETS, Family, family_for
+from compression.specs.fit import check_fit
 from compression.specs.grasp import GraspOptions, RecoveryOptions
 from compression.specs.job import CalibrationSpec, EvaluationSpec, ExportSpec, JobSpec
 from compression.specs.registry import METHODS, Method, MethodInfo, options_class
 from compression.specs.soco import SoCoOptions
 
 __all__ = [
-    "ALL_TARGETS", "ASVDOptions", "CalibrationSpec", "EvaluationSpec", "ExportSpec", "GraspOptions",
-    "JobSpec", "METHODS", "Method", "MethodInfo", "RecoveryOptions", "SVDLLMOptions", "SVDOptions",
-    "ShortGPTOptions", "SoCoOptions", "TargetName", "options_class",
+    "ASVDOptions", "CalibrationSpec", "EvaluationSpec", "ExportSpec", "FAMILIES", "Family", "GraspOptions",
+    "JobSpec", "KNOWN_TARGETS", "METHODS", "Method", "MethodInfo", "RecoveryOptions", "SVDLLMOptions",
+    "SVDOptions", "ShortGPTOptions", "SoCoOptions", "TargetName", "check_fit", "family_for", "options_class",
 ]

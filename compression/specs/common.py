@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict
-
-TargetName = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-ALL_TARGETS: tuple[TargetName, ...] = (
-    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-)
 
 
 class StrictModel(BaseModel):

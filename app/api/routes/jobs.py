@@ -16,7 +16,7 @@ from app import crud
 from app.api import jobreads
 from app.api.deps import AUTH_RESPONSES, DbDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from app.api.jobjson import JsonBytes, job_json
-from app.api.validation import check_allowed_paths, decode_cursor, field_error
+from app.api.validation import check_allowed_paths, check_model_fits, decode_cursor, field_error
 from app.jobstates import JobStatus
 from app.models import Artifact, Job
 from app.queue import enqueue_compress
@@ -53,6 +53,7 @@ async def create_job(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")] = None,
 ) -> JsonBytes:
     check_allowed_paths(spec, settings)
+    check_model_fits(spec, settings)
     dumped = spec.model_dump(mode="json")
     request_hash = _request_hash(dumped)
 
