@@ -13,8 +13,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from compression.architectures import ArchSpec, decoder_layers
 from compression.errors import InvalidInput
 from compression.lowrank import LowRankLinear
 from compression.specs import RecoveryOptions
+from compression.trainable import trainable_only
 
 PROMPT_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "
@@ -85,23 +85,6 @@ def recovery_parameters(model: nn.Module, arch: ArchSpec, layers: list[int]) -> 
     return unique
 
 
-@contextmanager
-def only_trainable(model: nn.Module, params: list[nn.Parameter]) -> Iterator[None]:
-    flags = {p: p.requires_grad for p in model.parameters()}
-    was_training = model.training
-    try:
-        for p in flags:
-            p.requires_grad_(False)
-        for p in params:
-            p.requires_grad_(True)
-        model.train()
-        yield
-    finally:
-        for p, flag in flags.items():
-            p.requires_grad_(flag)
-        model.train(was_training)
-
-
 def mean_loss(model: nn.Module, batches: list[dict[str, torch.Tensor]], device: torch.device) -> float:
     """Token-weighted mean next-token loss over the response tokens of held-out examples."""
     total, count = 0.0, 0
@@ -157,7 +140,7 @@ def recover(
     order = list(range(len(encoded)))
     rng = random.Random(seed + 1)
     step = 0
-    with only_trainable(model, params), torch.enable_grad():
+    with trainable_only(model, params, train=True), torch.enable_grad():
         while step < total_steps:
             rng.shuffle(order)
             for first in range(0, len(order) - options.batch_size + 1, options.batch_size):

@@ -28,6 +28,7 @@ from compression.architectures import ArchSpec
 from compression.export import export, require_export_class
 from compression.models import LoadedModel, load_model, max_positions, resolve_device
 from compression.specs import JobSpec, Method, check_fit
+from compression.specs.fit import DEFAULT_TOLERANCE
 from compression.surgery import count_params, decoder_linear_params
 
 STAGES = ("load", "calibrate", "evaluate_before", "compress", "evaluate_after", "export")
@@ -40,7 +41,7 @@ class RunSettings:
     model_roots: tuple[Path, ...] = ()
     data_roots: tuple[Path, ...] = ()
     cache_dir: Path | None = None
-    ratio_tolerance: float = 0.01
+    ratio_tolerance: float = DEFAULT_TOLERANCE  # the one tolerance: run() and every method check against it
 
 
 @dataclass
@@ -207,7 +208,8 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
         ctx = CompressionContext(
             model=model, tokenizer=lm.tokenizer, arch=lm.arch, options=spec.method_options(),
             target_ratio=spec.target_ratio, calibration=calib, device=device, seed=spec.seed,
-            data_dir=settings.data_dir, progress=stages.reporter("compress"), should_stop=stages.should_stop,
+            data_dir=settings.data_dir, ratio_tolerance=settings.ratio_tolerance,
+            progress=stages.reporter("compress"), should_stop=stages.should_stop,
         )
         method_report = compressor.compress(ctx)
     params_after, linear_after = count_params(model), decoder_linear_params(model, lm.arch)

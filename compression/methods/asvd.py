@@ -42,11 +42,11 @@ def asvd_factors(
 
 
 @register
-class ActivationAwareSVD(Compressor):
+class ActivationAwareSVD(Compressor[ASVDOptions]):
     method = Method.ASVD
 
-    def compress(self, ctx: CompressionContext) -> MethodReport:
-        options: ASVDOptions = ctx.options  # type: ignore[assignment]
+    def compress(self, ctx: CompressionContext[ASVDOptions]) -> MethodReport:
+        options = ctx.options
         calibration = require_calibration(ctx, "asvd")
         plan = plan_targets(ctx, options.targets)
         rep = input_representatives(ctx.arch, plan)

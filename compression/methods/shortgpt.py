@@ -14,30 +14,31 @@ from compression.errors import InvalidInput
 from compression.methods.base import CompressionContext, Compressor, MethodReport, register
 from compression.methods.factorization import require_calibration
 from compression.specs import Method, ShortGPTOptions
-from compression.specs.fit import shortgpt_layers
+from compression.specs.fit import DEFAULT_TOLERANCE, shortgpt_layers
 from compression.surgery import remove_layers
 
 
-def layers_to_remove(num_layers: int, target_ratio: float, requested: int | None) -> int:
+def layers_to_remove(num_layers: int, target_ratio: float, requested: int | None,
+                     tolerance: float = DEFAULT_TOLERANCE) -> int:
     """How many of `num_layers` equal layers to drop for target_ratio; refuses unreachable targets."""
     try:
-        return shortgpt_layers(num_layers, target_ratio, requested)
+        return shortgpt_layers(num_layers, target_ratio, requested, tolerance)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
 
 
 @register
-class ShortGPT(Compressor):
+class ShortGPT(Compressor[ShortGPTOptions]):
     method = Method.SHORTGPT
 
-    def compress(self, ctx: CompressionContext) -> MethodReport:
-        options: ShortGPTOptions = ctx.options  # type: ignore[assignment]
+    def compress(self, ctx: CompressionContext[ShortGPTOptions]) -> MethodReport:
+        options = ctx.options
         calibration = require_calibration(ctx, "shortgpt")
         layers = decoder_layers(ctx.model, ctx.arch)
         sizes = {sum(p.numel() for p in layer.parameters()) for layer in layers}
         if len(sizes) != 1:
             raise InvalidInput("shortgpt needs decoder layers of equal size; this model's layers differ")
-        n = layers_to_remove(len(layers), ctx.target_ratio, options.num_layers)
+        n = layers_to_remove(len(layers), ctx.target_ratio, options.num_layers, ctx.ratio_tolerance)
         ctx.check_stop()
         scores = block_influence(
             ctx.model, ctx.arch, calibration, ctx.device, progress=lambda f, msg: ctx.progress(0.9 * f, msg)

@@ -77,13 +77,11 @@ def factor_budget(ctx: CompressionContext, scored: list[tuple[str, int, str, Sco
 
 
 @register
-class SoCo(Compressor):
+class SoCo(Compressor[SoCoOptions]):
     method = Method.SOCO
 
-    def compress(self, ctx: CompressionContext) -> MethodReport:
+    def compress(self, ctx: CompressionContext[SoCoOptions]) -> MethodReport:
         options = ctx.options
-        if not isinstance(options, SoCoOptions):
-            raise InvalidInput(f"soco expects SoCoOptions, got {type(options).__name__}")
         if ctx.calibration is None or ctx.calibration.numel() == 0:
             raise InvalidInput("soco trains on calibration windows; the job has none (set calibration.samples)")
         if ctx.calibration.dim() != 2 or ctx.calibration.shape[1] < 2:

@@ -46,11 +46,11 @@ def refit_out_factor(weight: torch.Tensor, in_factor: torch.Tensor, gram: torch.
 
 
 @register
-class SVDLLM(Compressor):
+class SVDLLM(Compressor[SVDLLMOptions]):
     method = Method.SVD_LLM
 
-    def compress(self, ctx: CompressionContext) -> MethodReport:
-        options: SVDLLMOptions = ctx.options  # type: ignore[assignment]
+    def compress(self, ctx: CompressionContext[SVDLLMOptions]) -> MethodReport:
+        options = ctx.options
         calibration = require_calibration(ctx, "svd_llm")
         plan = plan_targets(ctx, options.targets)
         rep = input_representatives(ctx.arch, plan)
