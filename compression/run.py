@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform
 import random
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from compression.calibration import CALIBRATION_FILES, EVAL_FILES, calibration_windows, check_user_file, eval_tokens
+from compression.calibration import (
+    CALIBRATION_FILES, EVAL_FILES, calibration_windows, check_user_file, dataset_file, eval_tokens,
+)
 from compression.errors import Cancelled, InvalidInput, RatioNotReached
 from compression.evaluation import StageTimer, peak_memory, perplexity, reset_peak_memory
 from compression.architectures import ArchSpec
@@ -42,6 +44,8 @@ class RunSettings:
     data_roots: tuple[Path, ...] = ()
     cache_dir: Path | None = None
     ratio_tolerance: float = DEFAULT_TOLERANCE  # the one tolerance: run() and every method check against it
+    # Uploaded datasets the caller (the service's worker) downloaded: dataset id -> local .txt / .jsonl.
+    datasets: Mapping[str, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -126,7 +130,10 @@ def _calibration_record(spec: JobSpec, calib: torch.Tensor | None) -> dict[str, 
     if calib is None:
         return None
     c = spec.calibration
-    file, split = (c.path, "user file") if c.source == "file" else CALIBRATION_FILES[c.source]
+    if c.source == "dataset":
+        file, split = c.dataset_id, "uploaded dataset"
+    else:
+        file, split = (c.path, "user file") if c.source == "file" else CALIBRATION_FILES[c.source]
     return {**c.model_dump(mode="json"), "file": file, "split": split, "tokens": int(calib.numel()),
             "seed": spec.seed, "sampling": "uniform random window starts, torch.Generator(seed)"}
 
@@ -153,6 +160,8 @@ def run(
     device = resolve_device(spec.device)
     if spec.calibration.source == "file" and compressor.info.requires_calibration:
         check_user_file(spec.calibration.path or "", settings.data_roots)  # fail before loading a model
+    if spec.calibration.source == "dataset" and compressor.info.requires_calibration:
+        dataset_file(spec.calibration.dataset_id, settings.datasets)
     stages = _Stages(progress, should_stop, device)
     try:
         with seeded(spec.seed, device):
@@ -194,7 +203,7 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
     with stages.stage("calibrate", f"calibration windows from {spec.calibration.source}"):
         if compressor.info.requires_calibration:
             calib = calibration_windows(lm.tokenizer, spec.calibration, settings.data_dir, settings.data_roots,
-                                        spec.seed, max_positions=limit)
+                                        spec.seed, max_positions=limit, datasets=settings.datasets)
 
     ev, tokens, ppl_before = spec.evaluation, None, None
     with stages.stage("evaluate_before", f"perplexity on {ev.corpus}" if ev.enabled else "evaluation disabled"):
@@ -238,6 +247,8 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
         "protocol": _protocol(spec, 0 if tokens is None else int(tokens.numel())),
         "calibration": calibration,
         "spec": spec.model_dump(mode="json"), "method_details": method_report.details,
+        # What was asked and what ran: every run is resident until the layer-streaming engine lands.
+        "execution": {"requested": spec.execution.model_dump(mode="json"), "mode": "resident"},
         "source": lm.source, "device": str(device), "versions": versions(),
     }
     with stages.stage("export", f"writing {out_dir.name}"):

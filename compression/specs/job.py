@@ -6,10 +6,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from compression.specs.execution import ExecutionSpec
 from compression.specs.common import StrictModel, validate_data_path, validate_model_ref, validate_revision
 from compression.specs.registry import Method, options_class
 
-CalibrationCorpus = Literal["wikitext2", "c4", "tinystories", "alpaca", "file"]
+CalibrationCorpus = Literal["wikitext2", "c4", "tinystories", "alpaca", "file", "dataset"]
+# Ids of datasets uploaded through the service (POST /v1/datasets): uuid4 hex.
+DATASET_ID = r"^[0-9a-f]{32}$"
+SHA256 = r"^[0-9a-f]{64}$"
 EvaluationCorpus = Literal["wikitext2", "tinystories"]
 
 
@@ -18,10 +22,18 @@ class CalibrationSpec(StrictModel):
 
     source: CalibrationCorpus = Field(
         "wikitext2",
-        description="A named corpus, or 'file' for a user-supplied .txt / .jsonl (field 'text').",
+        description="A named corpus, 'file' for a user-supplied .txt / .jsonl (field 'text'), or 'dataset' "
+        "for a dataset uploaded with POST /v1/datasets.",
     )
     path: str | None = Field(
         None, description="With source='file': the text or JSONL file (under an allowed data root)."
+    )
+    dataset_id: str | None = Field(
+        None, pattern=DATASET_ID, description="With source='dataset': the id POST /v1/datasets returned."
+    )
+    dataset_sha256: str | None = Field(
+        None, pattern=SHA256, description="With source='dataset': the dataset's sha256. The service fills it in "
+        "at submission (or refuses the job when a given one differs) and the worker checks what it downloads.",
     )
     samples: int = Field(32, ge=1, le=4096, description="Number of windows.")
     seq_len: int = Field(256, ge=8, le=32768, description="Tokens per window.")
@@ -34,6 +46,10 @@ class CalibrationSpec(StrictModel):
             raise ValueError("calibration.path is required when calibration.source is 'file'")
         if self.source != "file" and self.path:
             raise ValueError("calibration.path is only used with calibration.source='file'")
+        if self.source == "dataset" and not self.dataset_id:
+            raise ValueError("calibration.dataset_id is required when calibration.source is 'dataset'")
+        if self.source != "dataset" and (self.dataset_id or self.dataset_sha256):
+            raise ValueError("calibration.dataset_id and dataset_sha256 are only used with calibration.source='dataset'")
         return self
 
 
@@ -71,6 +87,10 @@ class JobSpec(StrictModel):
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
+    execution: ExecutionSpec = Field(
+        default_factory=ExecutionSpec,
+        description="Resident or layer-by-layer execution and the memory limits the preflight estimate is held to.",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Compute dtype of the model while compressing."
