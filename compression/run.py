@@ -25,6 +25,7 @@ from compression.calibration import (
     CALIBRATION_FILES, EVAL_FILES, calibration_windows, check_user_file, dataset_file, eval_tokens,
 )
 from compression.errors import Cancelled, InvalidInput, RatioNotReached
+from compression.estimate import Estimate, preflight
 from compression.evaluation import StageTimer, peak_memory, perplexity, reset_peak_memory
 from compression.architectures import ArchSpec
 from compression.export import export, require_export_class
@@ -44,8 +45,13 @@ class RunSettings:
     data_roots: tuple[Path, ...] = ()
     cache_dir: Path | None = None
     ratio_tolerance: float = DEFAULT_TOLERANCE  # the one tolerance: run() and every method check against it
+    max_download_bytes: int | None = None  # hub models larger than this are refused (ModelTooLarge)
     # Uploaded datasets the caller (the service's worker) downloaded: dataset id -> local .txt / .jsonl.
     datasets: Mapping[str, Path] = field(default_factory=dict)
+    # The worker's declared memory (bytes; None = no limit): the preflight estimate is held to the tighter
+    # of these and the spec's execution.max_*_memory, and `auto` execution resolves against them.
+    device_memory_limit: int | None = None
+    host_memory_limit: int | None = None
 
 
 @dataclass
@@ -162,16 +168,18 @@ def run(
         check_user_file(spec.calibration.path or "", settings.data_roots)  # fail before loading a model
     if spec.calibration.source == "dataset" and compressor.info.requires_calibration:
         dataset_file(spec.calibration.dataset_id, settings.datasets)
+    estimate = preflight(spec, model_roots=settings.model_roots, cache_dir=settings.cache_dir, device=device.type,
+                         device_limit=settings.device_memory_limit, host_limit=settings.host_memory_limit)
     stages = _Stages(progress, should_stop, device)
     try:
         with seeded(spec.seed, device):
-            return _run(spec, out_dir, settings, compressor, stages, device)
+            return _run(spec, out_dir, settings, compressor, stages, device, estimate)
     except BaseException:
         shutil.rmtree(out_dir.with_name(out_dir.name + ".partial"), ignore_errors=True)
         raise
 
 
-def preflight(spec: JobSpec, settings: RunSettings) -> Callable[[dict[str, Any], ArchSpec], None]:
+def config_checks(spec: JobSpec, settings: RunSettings) -> Callable[[dict[str, Any], ArchSpec], None]:
     """The checks that need only the model's config.json, run before any weight is loaded: the method
     applies to the family, the targets exist in it, shortgpt's ratio is reachable for its depth, and
     the family's low-rank export class exists."""
@@ -188,13 +196,14 @@ def preflight(spec: JobSpec, settings: RunSettings) -> Callable[[dict[str, Any],
 
 
 def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, stages: _Stages,
-         device: torch.device) -> RunResult:
+         device: torch.device, estimate: Estimate | None) -> RunResult:
     from compression.methods import CompressionContext
 
     with stages.stage("load", f"loading {spec.model}"):
         lm: LoadedModel = load_model(spec.model, spec.revision, model_roots=settings.model_roots,
                                      cache_dir=settings.cache_dir, dtype=spec.dtype, device=device,
-                                     check=preflight(spec, settings))
+                                     max_download_bytes=settings.max_download_bytes,
+                                     check=config_checks(spec, settings))
     model, limit = lm.model, max_positions(lm.model)
     if spec.evaluation.enabled and limit is not None and spec.evaluation.seq_len > limit:
         raise InvalidInput(f"evaluation.seq_len {spec.evaluation.seq_len} exceeds the model's maximum of {limit}")
@@ -247,8 +256,11 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
         "protocol": _protocol(spec, 0 if tokens is None else int(tokens.numel())),
         "calibration": calibration,
         "spec": spec.model_dump(mode="json"), "method_details": method_report.details,
-        # What was asked and what ran: every run is resident until the layer-streaming engine lands.
-        "execution": {"requested": spec.execution.model_dump(mode="json"), "mode": "resident"},
+        # What was asked, what `auto` resolved to from the preflight estimate, and what ran: every run is
+        # resident until the layer-streaming engine lands.
+        "execution": {"requested": spec.execution.model_dump(mode="json"), "mode": "resident",
+                      "resolved": estimate.chosen if estimate is not None else None,
+                      "estimate": estimate.as_dict() if estimate is not None else None},
         "source": lm.source, "device": str(device), "versions": versions(),
     }
     with stages.stage("export", f"writing {out_dir.name}"):

@@ -8,13 +8,16 @@ import os
 import re
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 
 from app.core.config import Settings
 from app.crud import Cursor
+from compression.errors import InvalidInput
+from compression.roots import find_data_file
 from compression.specs import JobSpec, check_fit
-from compression.specs.fit import DoesNotFit
+from compression.specs.fit import NotForThisModel
 
 # Job ids are uuid4 hex; anything else (NUL bytes, 10 kB, odd characters) cannot exist. Checked before
 # any query: PostgreSQL refuses a NUL byte with an error, not an empty result.
@@ -27,57 +30,69 @@ def field_error(loc: tuple[str | int, ...], message: str, kind: str = "value_err
 
 
 def _under(path: str, roots: list[Path]) -> bool:
-    # normpath, not resolve(): the API may not see the worker's disk; the loader re-checks with realpath.
-    candidate = Path(os.path.normpath(path))
+    # realpath follows the links this process can see and normalises the rest (the API may not see the
+    # worker's disk); the loader checks again on the worker, links resolved.
+    candidate = Path(os.path.realpath(path))
     return any(candidate == root or candidate.is_relative_to(root) for root in roots)
 
 
 def check_allowed_paths(spec: JobSpec, settings: Settings) -> None:
+    """What the spec and this server's settings decide before any worker is involved: local model and
+    calibration paths against the roots (the messages never name the roots: they are the server's
+    paths, not the tenant's), and the device against the fleet."""
+    if spec.device == "cuda" and settings.fleet_device == "cpu":
+        raise field_error(("body", "device"), "this server's workers have no GPU; use device 'auto' or 'cpu'")
     if spec.model.startswith("/"):
         if not settings.model_roots:
             raise field_error(("body", "model"), "local model paths are disabled on this server "
                               "(SPECTRA_MODEL_ROOTS is empty); use a Hugging Face id like 'org/name'")
         if not _under(spec.model, settings.model_roots):
-            roots = ", ".join(str(r) for r in settings.model_roots)
-            raise field_error(("body", "model"), f"local model path must lie under an allowed root ({roots})")
+            raise field_error(("body", "model"), "local model path is outside this server's model roots; "
+                              "give the name of a model folder under a model root instead")
     path = spec.calibration.path
     if spec.calibration.source == "file" and path is not None:
         if not settings.data_roots:
             raise field_error(("body", "calibration", "path"), "calibration files are disabled on this "
                               "server (SPECTRA_DATA_ROOTS is empty); use a named corpus")
         if path.startswith("/") and not _under(path, settings.data_roots):
-            roots = ", ".join(str(r) for r in settings.data_roots)
-            raise field_error(("body", "calibration", "path"), f"calibration file must lie under an allowed data root ({roots})")
-
-
-def _readable_config(spec: JobSpec, settings: Settings) -> dict | None:
-    """The model's config.json when it is a local folder this API process can see, else None (hub ids,
-    or a folder only the workers see: they run the same check before loading any weight)."""
-    if spec.model.startswith("/"):
-        candidates = [Path(spec.model)]
-    elif "/" not in spec.model:
-        candidates = [root / spec.model for root in settings.model_roots]
-    else:
-        return None
-    for folder in candidates:
-        path = (folder / "config.json").resolve()  # a symlink may not lead the API out of the roots
-        if any(path.is_relative_to(root) for root in settings.model_roots) and path.is_file():
+            raise field_error(("body", "calibration", "path"), "calibration file is outside this server's "
+                              "data roots; give a path relative to a data root")
+        if any(root.is_dir() for root in settings.data_roots):  # this process sees the roots: check now
             try:
-                config = json.loads(path.read_text())
-            except (OSError, ValueError):
-                return None  # unreadable here; the worker reports it properly
+                find_data_file(path, settings.data_roots)
+            except InvalidInput as exc:
+                raise field_error(("body", "calibration", "path"), str(exc)) from None
+
+
+def _visible_local_config(spec: JobSpec, settings: Settings) -> dict[str, Any] | None:
+    """The local model's config.json when this process sees it under a model root, else None."""
+    roots = [Path(os.path.realpath(r)) for r in settings.model_roots]
+    if spec.model.startswith("/"):
+        candidates = [Path(os.path.realpath(spec.model))]
+    elif "/" not in spec.model:
+        candidates = [Path(os.path.realpath(root / spec.model)) for root in roots]
+    else:
+        return None  # a hub id: the API does not download configs
+    for folder in candidates:
+        if any(folder == r or r in folder.parents for r in roots) and (folder / "config.json").is_file():
+            try:
+                config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                return None  # the worker names the fault (invalid_config)
             return config if isinstance(config, dict) else None
     return None
 
 
 def check_model_fits(spec: JobSpec, settings: Settings) -> None:
-    """Refuse at submission what the model's own config already rules out (family, targets, depth)."""
-    config = _readable_config(spec, settings)
+    """Refuse at submission what the model's own config already rules out, when the API can read a local
+    model's config (the worker checks again, for hub models too, before any weight): an unsupported
+    family, a method that does not apply to it, targets it lacks, a shortgpt ratio its depth cannot reach."""
+    config = _visible_local_config(spec, settings)
     if config is None:
         return
     try:
         check_fit(spec.method, spec.target_ratio, spec.options, config)
-    except DoesNotFit as exc:
+    except NotForThisModel as exc:
         raise field_error(("body", *exc.field), str(exc)) from None
 
 

@@ -10,21 +10,12 @@ from __future__ import annotations
 
 from compression.architectures import decoder_layers
 from compression.attribution import block_influence
-from compression.errors import InvalidInput
 from compression.methods.base import CompressionContext, Compressor, MethodReport, register
 from compression.methods.factorization import require_calibration
+from compression.errors import InvalidInput
+from compression.reachable import layers_to_remove
 from compression.specs import Method, ShortGPTOptions
-from compression.specs.fit import DEFAULT_TOLERANCE, shortgpt_layers
 from compression.surgery import remove_layers
-
-
-def layers_to_remove(num_layers: int, target_ratio: float, requested: int | None,
-                     tolerance: float = DEFAULT_TOLERANCE) -> int:
-    """How many of `num_layers` equal layers to drop for target_ratio; refuses unreachable targets."""
-    try:
-        return shortgpt_layers(num_layers, target_ratio, requested, tolerance)
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from None
 
 
 @register

@@ -160,11 +160,13 @@ def family_for(model_type: str) -> Family:
 
 def decoder_config(config: Mapping[str, Any], family: Family) -> Mapping[str, Any]:
     """The part of a config.json dict that describes the decoder layers (text_config for multimodal)."""
-    return config.get(family.config_path) or {} if family.config_path else config
+    section = config.get(family.config_path) if family.config_path else config
+    return section if isinstance(section, Mapping) else {}
 
 
 def num_layers(config: Mapping[str, Any], family: Family) -> int | None:
-    value = decoder_config(config, family).get(family.layer_count_field)
-    if value is None:  # GPT-2 configs may spell it num_hidden_layers through attribute_map
-        value = decoder_config(config, family).get("num_hidden_layers")
-    return int(value) if value is not None else None
+    """The decoder depth config.json states, or None when it states no positive integer (the loader then
+    says what is wrong with the config)."""
+    section = decoder_config(config, family)
+    value = section.get(family.layer_count_field, section.get("num_hidden_layers"))  # GPT-2: either spelling
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None

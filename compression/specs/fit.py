@@ -14,7 +14,7 @@ from compression.specs.registry import Method
 
 
 
-class DoesNotFit(ValueError):
+class NotForThisModel(ValueError):
     """The job cannot run on this model; `field` names the part of the job spec to change."""
 
     def __init__(self, field: tuple[str, ...], message: str) -> None:
@@ -47,7 +47,7 @@ def shortgpt_layers(total: int, target_ratio: float, requested: int | None,
 def check_targets(family: Family, targets: list[str] | None) -> None:
     unknown = [t for t in targets or () if t not in family.targets]
     if unknown:
-        raise DoesNotFit(
+        raise NotForThisModel(
             ("options", "targets"), f"options.targets {unknown} do not exist in {family.model_type} decoder layers; "
             f"this family's targets are: {', '.join(family.targets)}"
         )
@@ -59,11 +59,11 @@ def check_fit(method: Method | str, target_ratio: float, options: Mapping[str, A
     try:
         family = family_for(str(config.get("model_type")))
     except ValueError as exc:
-        raise DoesNotFit(("model",), str(exc)) from None
+        raise NotForThisModel(("model",), str(exc)) from None
     method = Method(method)
     reason = family.refused.get(method.value)
     if reason:
-        raise DoesNotFit(("method",), f"method '{method.value}' does not apply to {family.model_type} models: {reason}")
+        raise NotForThisModel(("method",), f"method '{method.value}' does not apply to {family.model_type} models: {reason}")
     check_targets(family, options.get("targets"))
     if method == Method.SHORTGPT:
         total = num_layers(config, family)
@@ -71,5 +71,5 @@ def check_fit(method: Method | str, target_ratio: float, options: Mapping[str, A
             try:
                 shortgpt_layers(total, target_ratio, options.get("num_layers"), tolerance)
             except ValueError as exc:
-                raise DoesNotFit(("target_ratio",), str(exc)) from None
+                raise NotForThisModel(("target_ratio",), str(exc)) from None
     return family

@@ -21,7 +21,7 @@ from compression.methods import CompressionContext
 from compression.models import load_model
 from compression.remote_code import modeling_spectra
 from compression.errors import InvalidInput
-from compression.run import RunSettings, preflight, run
+from compression.run import RunSettings, config_checks, run
 from compression.specs import JobSpec, options_class
 from compression.surgery import decoder_linear_params
 
@@ -117,7 +117,7 @@ def test_family_method(model_type: str, method: str, model_root: Path, tinystori
     spec = JobSpec(model=str(folder), method=method, target_ratio=RATIO, device="cpu",
                    options=FAST_OPTIONS.get(method, {}), evaluation={"enabled": False})
     settings = RunSettings(data_dir=tmp_path, model_roots=(model_root,))
-    lm = load_model(str(folder), model_roots=(model_root,), device="cpu", check=preflight(spec, settings))
+    lm = load_model(str(folder), model_roots=(model_root,), device="cpu", check=config_checks(spec, settings))
     assert lm.arch.model_type == model_type
     model, arch = lm.model, lm.arch
     before = decoder_linear_params(model, arch)
