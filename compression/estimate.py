@@ -231,8 +231,11 @@ class _Job:
         self.e_seq, self.e_batch = ev.seq_len, min(ev.batch_size, max(self.e_windows, 1))
         options = spec.method_options()
         self.options = options
-        targets = getattr(options, "targets", list(shape.linears()))
-        self.targets = {name: shape.linears()[name] for name in targets}
+        # The shape model is Llama's: other families' target names (qkv_proj, c_attn, experts ...) have
+        # no entry there, so their jobs are estimated as if every projection were targeted.
+        linears = shape.linears()
+        targets = [name for name in getattr(options, "targets", None) or () if name in linears] or list(linears)
+        self.targets = {name: linears[name] for name in targets}
 
     # -- activations ------------------------------------------------------------------------------
     def layer_act(self, batch: int, seq: int) -> int:
