@@ -133,6 +133,7 @@ def serve(host: str, port: int, *, start_worker: bool = True) -> int:
     import uvicorn
 
     from app.core.config import get_settings
+    from app.supervisor import WorkerSupervisor, set_current
     from worker.celery_app import send_compress
     from worker.sweeper import Sweeper
 
@@ -143,7 +144,12 @@ def serve(host: str, port: int, *, start_worker: bool = True) -> int:
     settings = get_settings()
     if _is_sqlite(settings.database_url):
         migrate()
-    local_worker = _start_local_worker() if start_worker and settings.is_embedded_broker else None
+    supervisor = None
+    if start_worker and settings.is_embedded_broker:
+        # Restarted with backoff when it dies; /readyz (same process) reports its state.
+        supervisor = WorkerSupervisor(_start_local_worker, _stop_process_group)
+        supervisor.start()
+        set_current(supervisor)
     sweeper = Sweeper.from_settings(settings, send=send_compress)
     sweeper.start()
     try:
@@ -151,8 +157,9 @@ def serve(host: str, port: int, *, start_worker: bool = True) -> int:
         uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
     finally:
         sweeper.stop()
-        if local_worker is not None:
-            _stop_process_group(local_worker)
+        if supervisor is not None:
+            set_current(None)
+            supervisor.stop()
     return 0
 
 

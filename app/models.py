@@ -102,7 +102,16 @@ class Job(Base):
     progress_stage: Mapped[str | None] = mapped_column(String(64), nullable=True)
     progress_fraction: Mapped[float | None] = mapped_column(Float, nullable=True)
     progress_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # progress_fraction is of the current stage; these give the whole job's fraction (stages weighted by
+    # their expected duration), the layers done of all (while a layer loop runs) and the ETA.
+    progress_overall_fraction: Mapped[float | None] = mapped_column(Float, nullable=True)
+    progress_layer: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    progress_layers: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    progress_eta_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The preflight estimate (compression.estimate.Estimate.as_dict()): by the API at submission, or by
+    # the worker before it reads any weight when the API could not read the model's config.
+    estimate: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

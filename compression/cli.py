@@ -189,12 +189,16 @@ def summary_table(report: dict[str, Any]) -> str:
 
 
 class _Bars:
-    """One tqdm bar per stage, on stderr."""
+    """One tqdm bar per stage, on stderr, with the job's overall fraction, layer i/N and ETA beside it."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, quiet: bool, stage_seconds: dict[str, float] | None = None) -> None:
+        from compression.progress import ProgressModel
+
         self.quiet, self.stage, self.bar = quiet, "", None
+        self.model = ProgressModel(stage_seconds or None)
 
     def __call__(self, stage: str, fraction: float, message: str) -> None:
+        snapshot = self.model.update(stage, fraction, message)
         if self.quiet:
             return
         from tqdm import tqdm
@@ -205,7 +209,7 @@ class _Bars:
                                                bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
         assert self.bar is not None
         self.bar.n = round(fraction * 100)
-        self.bar.set_postfix_str(message[:60], refresh=True)
+        self.bar.set_postfix_str(status_line(snapshot)[:90], refresh=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -213,13 +217,41 @@ class _Bars:
             self.bar = None
 
 
+def status_line(snapshot: Any) -> str:
+    """'37% overall, layer 11/30, ETA 2 min: whitened SVD'"""
+    parts = [f"{snapshot.fraction:.0%} overall"]
+    if snapshot.layer is not None:
+        parts.append(f"layer {snapshot.layer}/{snapshot.layers}")
+    if snapshot.eta_seconds is not None:
+        eta = snapshot.eta_seconds
+        parts.append(f"ETA {eta:.0f} s" if eta < 90 else f"ETA {eta / 60:.0f} min")
+    text = ", ".join(parts)
+    message = snapshot.message.split(": ", 1)[-1] if snapshot.layer is not None else snapshot.message
+    return f"{text}: {message}" if message else text
+
+
+def describe_estimate(estimate: Any) -> str:
+    lines = [f"preflight estimate ({estimate.params:,} parameters on {estimate.device}; execution: "
+             f"{estimate.chosen or 'does not fit'}):"]
+    lines += [f"  {mode.describe()}" for mode in estimate.modes]
+    return "\n".join(lines)
+
+
 def _compress(args: argparse.Namespace) -> int:
+    from compression.estimate import preflight
+    from compression.models import resolve_device
     from compression.run import run
 
     spec = spec_from_args(args)
-    bars = _Bars(args.quiet)
+    settings = settings_from_env()
+    # Before any weight is read: the model's config.json alone (raises DoesNotFit, exit 2, past the limits).
+    estimate = preflight(spec, model_roots=settings.model_roots, cache_dir=settings.cache_dir,
+                         device=resolve_device(spec.device).type)
+    if estimate is not None:
+        print(describe_estimate(estimate), flush=True)
+    bars = _Bars(args.quiet, estimate.stage_seconds if estimate is not None else None)
     try:
-        result = run(spec, args.out, settings=settings_from_env(), progress=bars)
+        result = run(spec, args.out, settings=settings, progress=bars)
     finally:
         bars.close()
     print(summary_table(result.report))

@@ -26,6 +26,10 @@ class PathNotAllowed(InvalidInput):
     """A local path lies outside the configured allowed roots."""
 
 
+class DoesNotFit(InvalidInput):
+    """The preflight estimate exceeds the memory limits in every execution mode; the message has the numbers."""
+
+
 class RatioNotReached(SpectraError):
     """The achieved ratio missed the target by more than the tolerance."""
 

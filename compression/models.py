@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from compression.architectures import ARCHITECTURES, ArchSpec, arch_for
-from compression.errors import InvalidInput, ModelNotFound, PathNotAllowed
+from compression.errors import InvalidInput, ModelNotFound
+from compression.sources import resolve_local  # noqa: F401  (torch-free; also imported from here)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -48,31 +49,6 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
         return DTYPES[dtype]
     except KeyError:
         raise InvalidInput(f"dtype '{dtype}' is not supported; use one of {', '.join(DTYPES)}") from None
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
-def resolve_local(ref: str, model_roots: Sequence[Path]) -> Path | None:
-    """The folder a local ref names, or None for a hub id. Raises for paths outside the roots."""
-    roots = [Path(r).resolve() for r in model_roots]
-    if ref.startswith("/"):
-        path = Path(ref).resolve()  # follows symlinks, so a link cannot smuggle a path out
-        if not any(_inside(path, r) for r in roots):
-            allowed = ", ".join(str(r) for r in roots) or "(none configured)"
-            raise PathNotAllowed(f"model path {ref} is outside the allowed model roots: {allowed}")
-        if not (path / "config.json").is_file():
-            raise ModelNotFound(f"model folder {ref} does not exist or has no config.json")
-        return path
-    if "/" in ref:
-        return None  # "org/name": a hub id
-    for root in roots:
-        candidate = (root / ref).resolve()
-        if _inside(candidate, root) and (candidate / "config.json").is_file():
-            return candidate
-    searched = ", ".join(str(r) for r in roots) or "(no model roots configured)"
-    raise ModelNotFound(f"no model folder named '{ref}' under the allowed model roots: {searched}")
 
 
 def _hub_snapshot(ref: str, revision: str | None, cache_dir: Path | None) -> Path:

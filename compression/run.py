@@ -25,6 +25,7 @@ from compression.calibration import (
     CALIBRATION_FILES, EVAL_FILES, calibration_windows, check_user_file, dataset_file, eval_tokens,
 )
 from compression.errors import Cancelled, InvalidInput, RatioNotReached
+from compression.estimate import Estimate, preflight
 from compression.evaluation import StageTimer, peak_memory, perplexity, reset_peak_memory
 from compression.export import export
 from compression.models import LoadedModel, load_model, max_positions, resolve_device
@@ -44,6 +45,10 @@ class RunSettings:
     ratio_tolerance: float = 0.01
     # Uploaded datasets the caller (the service's worker) downloaded: dataset id -> local .txt / .jsonl.
     datasets: Mapping[str, Path] = field(default_factory=dict)
+    # The worker's declared memory (bytes; None = no limit): the preflight estimate is held to the tighter
+    # of these and the spec's execution.max_*_memory, and `auto` execution resolves against them.
+    device_memory_limit: int | None = None
+    host_memory_limit: int | None = None
 
 
 @dataclass
@@ -163,17 +168,19 @@ def run(
         dataset_file(spec.calibration.dataset_id, settings.datasets)
     if spec.evaluation.enabled and spec.evaluation.corpus == "dataset":
         dataset_file(spec.evaluation.dataset_id, settings.datasets)
+    estimate = preflight(spec, model_roots=settings.model_roots, cache_dir=settings.cache_dir, device=device.type,
+                         device_limit=settings.device_memory_limit, host_limit=settings.host_memory_limit)
     stages = _Stages(progress, should_stop, device)
     try:
         with seeded(spec.seed, device):
-            return _run(spec, out_dir, settings, compressor, stages, device)
+            return _run(spec, out_dir, settings, compressor, stages, device, estimate)
     except BaseException:
         shutil.rmtree(out_dir.with_name(out_dir.name + ".partial"), ignore_errors=True)
         raise
 
 
 def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, stages: _Stages,
-         device: torch.device) -> RunResult:
+         device: torch.device, estimate: Estimate | None) -> RunResult:
     from compression.methods import CompressionContext
 
     with stages.stage("load", f"loading {spec.model}"):
@@ -228,8 +235,11 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
         "protocol": _protocol(spec, 0 if tokens is None else int(tokens.numel())),
         "calibration": _calibration_record(spec, calib),
         "spec": spec.model_dump(mode="json"), "method_details": method_report.details,
-        # What was asked and what ran: every run is resident until the layer-streaming engine lands.
-        "execution": {"requested": spec.execution.model_dump(mode="json"), "mode": "resident"},
+        # What was asked, what `auto` resolved to from the preflight estimate, and what ran: every run is
+        # resident until the layer-streaming engine lands.
+        "execution": {"requested": spec.execution.model_dump(mode="json"), "mode": "resident",
+                      "resolved": estimate.chosen if estimate is not None else None,
+                      "estimate": estimate.as_dict() if estimate is not None else None},
         "source": lm.source, "device": str(device), "versions": versions(),
     }
     with stages.stage("export", f"writing {out_dir.name}"):

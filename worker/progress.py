@@ -14,9 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 from app import crud
 from compression.errors import Cancelled
+from compression.progress import STAGES, ProgressModel
 from app.core.db import session_scope
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,14 @@ class JobTracker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.stop_reason: StopReason | None = None
+        self._model = ProgressModel(stages=(*STAGES, "upload"), clock=clock)
+
+    def use_estimate(self, estimate: dict[str, Any] | None) -> None:
+        """Weight the overall fraction and the ETA by the preflight estimate's seconds per stage."""
+        seconds = dict((estimate or {}).get("stage_seconds") or {})
+        if seconds:
+            seconds["upload"] = seconds.get("export", 1.0)  # about as long as writing it was
+            self._model = ProgressModel(seconds, stages=(*STAGES, "upload"), clock=self._clock)
 
     # --- context: heartbeat thread ---------------------------------------------------------------
 
@@ -94,17 +104,23 @@ class JobTracker:
             raise Cancelled(f"stopped during {stage}: {self.stop_reason}")
 
     def record(self, stage: str, fraction: float | None = None, message: str | None = None) -> None:
-        """Write progress (throttled); a new stage is written at once and logged as a job event."""
+        """Write progress (throttled); a new stage is written at once and logged as a job event.
+
+        Every call feeds the progress model (it times the layers), written or not."""
         now = self._clock()
+        fraction = None if fraction is None else max(0.0, min(1.0, float(fraction)))
+        snapshot = self._model.update(stage, fraction, message)
         new_stage = stage != self._stage
         if not new_stage and now - self._last_write < self._min_interval:
             return
         self._stage = stage
         self._last_write = now
-        fraction = None if fraction is None else max(0.0, min(1.0, float(fraction)))
+        eta = None if snapshot.eta_seconds is None else round(snapshot.eta_seconds, 1)
         try:
             with session_scope(self._url) as session:
-                crud.set_progress(session, job_id=self.job_id, stage=stage, fraction=fraction, message=message)
+                crud.set_progress(session, job_id=self.job_id, stage=stage, fraction=fraction, message=message,
+                                  overall_fraction=round(snapshot.fraction, 4), layer=snapshot.layer,
+                                  layers=snapshot.layers, eta_seconds=eta)
                 if new_stage:
                     crud.add_event(session, job_id=self.job_id, kind="stage", message=stage,
                                    data={"stage": stage, "message": message})

@@ -34,6 +34,7 @@ from worker.config import TASK_NAME
 from worker.datasets import fetch_datasets
 from worker.hubpush import check_push_configured, push_to_hub
 from worker.memorycap import job_memory_cap
+from worker.preflight import store_estimate
 from worker.outcome import MAX_TRANSIENT_RETRIES, RETRY_BACKOFF_SECONDS, Failure, classify
 from worker.progress import JobTracker
 
@@ -57,10 +58,11 @@ def compress(self: Any, job_id: str) -> str:
             log.info("job %s: nothing to do (terminal, cancelled, held by a live worker or out of attempts)",
                      job_id)
             return "skipped"
-        spec, tenant_id, attempt = dict(job.spec), job.tenant_id, job.attempts
+        spec, tenant_id, attempt, estimate = dict(job.spec), job.tenant_id, job.attempts, job.estimate
     log.info("job %s: attempt %d on %s", job_id, attempt, me)
 
-    failure = _attempt(settings, job_id=job_id, worker=me, spec=spec, tenant_id=tenant_id, attempt=attempt)
+    failure = _attempt(settings, job_id=job_id, worker=me, spec=spec, tenant_id=tenant_id, attempt=attempt,
+                       estimate=estimate)
     if failure is None:
         return JobStatus.SUCCEEDED.value
     if failure.retry and self.request.retries < MAX_TRANSIENT_RETRIES:
@@ -74,7 +76,7 @@ def compress(self: Any, job_id: str) -> str:
 
 
 def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, Any], tenant_id: int,
-             attempt: int) -> Failure | None:
+             attempt: int, estimate: dict[str, Any] | None) -> Failure | None:
     """Run, upload and publish; returns how the attempt failed, or None once the job is published."""
     work = Path(settings.home) / "work" / f"{job_id}-{attempt}"
     shutil.rmtree(work, ignore_errors=True)
@@ -91,9 +93,14 @@ def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, An
                 datasets = fetch_datasets(settings, spec, tenant_id, work / "datasets")
                 run_settings = RunSettings(model_roots=tuple(settings.model_roots), data_dir=settings.data_dir,
                                            data_roots=tuple(settings.data_roots), cache_dir=settings.hf_cache_dir,
-                                           datasets=datasets)
+                                           datasets=datasets, device_memory_limit=settings.worker_device_memory,
+                                           host_memory_limit=settings.worker_host_memory)
+                job_spec = JobSpec.model_validate(spec)
+                if estimate is None:  # the API could not read the model's config: estimate before any weight
+                    estimate = store_estimate(settings, job_id=job_id, spec=job_spec, run_settings=run_settings)
+                tracker.use_estimate(estimate)
                 with job_memory_cap(settings.worker_job_memory_mb):
-                    result = run(JobSpec.model_validate(spec), work / "out", settings=run_settings,
+                    result = run(job_spec, work / "out", settings=run_settings,
                                  progress=tracker.progress, should_stop=tracker.should_stop)
             except Cancelled:
                 return _stopped(tracker)

@@ -8,8 +8,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from compression.specs import parse_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,6 +76,12 @@ class Settings(BaseSettings):
         0, ge=0, description="Memory (MiB) one job may allocate in its worker process on top of what the "
         "process held when the job started; past it the job fails with out_of_memory instead of the kernel's "
         "OOM killer ending the worker (worker/memorycap.py). 0 = no cap.")
+    worker_device_memory: int | None = Field(
+        None, description="Device memory a job may use on the workers (bytes, or '24GiB'); unset = no limit. "
+        "A submission whose preflight estimate fits it in no execution mode is refused (422), and `auto` "
+        "execution streams layer by layer when the resident estimate exceeds it.")
+    worker_host_memory: int | None = Field(
+        None, description="Host memory a job may use on the workers (bytes, or '64GiB'); unset = no limit.")
     public_url: str | None = Field(
         None, description="Base URL in local download links; unset: the URL the request came in on."
     )
@@ -89,6 +97,13 @@ class Settings(BaseSettings):
         20, ge=0, description="Datasets a tenant may keep at once (409 above: delete one first); 0 = unlimited.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     sweep_interval_seconds: float = Field(15, gt=0)
+
+    @field_validator("worker_device_memory", "worker_host_memory", mode="before")
+    @classmethod
+    def _memory(cls, value: object, info: ValidationInfo) -> int | None:
+        if value is None or value == "":
+            return None
+        return parse_bytes(value, f"SPECTRA_{info.field_name.upper()}")  # type: ignore[arg-type]
 
     _split = field_validator("model_roots", "data_roots", "cors_origins", mode="before")(
         lambda cls, v: _split_list(v)

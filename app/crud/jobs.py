@@ -19,13 +19,14 @@ class JobStateConflict(Exception):
 
 
 def create_job(
-    session: Session, *, tenant_id: int, spec: dict[str, Any],
+    session: Session, *, tenant_id: int, spec: dict[str, Any], estimate: dict[str, Any] | None = None,
     idempotency_key: str | None = None, request_hash: str | None = None,
 ) -> Job:
-    """Insert a queued job from a validated JobSpec dump (spec = JobSpec.model_dump(mode='json'))."""
+    """Insert a queued job from a validated JobSpec dump (spec = JobSpec.model_dump(mode='json')) and its
+    preflight estimate (None: the worker computes it)."""
     job = Job(
         tenant_id=tenant_id, status=JobStatus.QUEUED.value, method=spec["method"], model=spec["model"],
-        revision=spec.get("revision"), target_ratio=spec["target_ratio"], spec=spec,
+        revision=spec.get("revision"), target_ratio=spec["target_ratio"], spec=spec, estimate=estimate,
         idempotency_key=idempotency_key, request_hash=request_hash, attempts=0, cancel_requested=False,
     )
     session.add(job)

@@ -104,13 +104,25 @@ def is_cancel_requested(session: Session, *, job_id: str) -> bool:
 
 def set_progress(
     session: Session, *, job_id: str, stage: str | None, fraction: float | None, message: str | None,
+    overall_fraction: float | None = None, layer: int | None = None, layers: int | None = None,
+    eta_seconds: float | None = None,
 ) -> None:
+    """fraction: of the current stage; overall_fraction: of the whole job; layer/layers: layers done of all."""
     now = utcnow()
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
         .values(progress_stage=stage, progress_fraction=fraction,
-                progress_message=(message or "")[:4000] or None, updated_at=now)
+                progress_message=(message or "")[:4000] or None, progress_overall_fraction=overall_fraction,
+                progress_layer=layer, progress_layers=layers, progress_eta_seconds=eta_seconds, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def set_estimate(session: Session, *, job_id: str, estimate: dict[str, Any]) -> None:
+    """Store the preflight estimate the worker computed (the API could not read the model's config)."""
+    session.execute(
+        update(Job).where(Job.id == job_id).values(estimate=estimate, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
 
@@ -140,7 +152,7 @@ def finish_job(
     if metrics is not None:
         values["metrics"] = metrics
     if final is JobStatus.SUCCEEDED:
-        values.update(progress_fraction=1.0)
+        values.update(progress_fraction=1.0, progress_overall_fraction=1.0, progress_eta_seconds=0.0)
     result = session.execute(update(Job).where(*conditions).values(**values)
                              .execution_options(synchronize_session=False))
     if result.rowcount != 1:

@@ -52,6 +52,10 @@ def test_compress_end_to_end(env: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert report["method"] == "svd" and report["protocol"]["windows"] == 2
     assert report["spec"]["execution"]["mode"] == "resident" and report["execution"]["mode"] == "resident"
     assert "compress" in captured.err  # the progress bars
+    # The estimate comes first, before the run's output, with every execution mode.
+    assert captured.out.startswith("preflight estimate (656,000 parameters on cpu; execution: resident)")
+    assert "sequential (offload disk): device" in captured.out
+    assert report["execution"]["resolved"] == "resident" and report["execution"]["estimate"]["params"] == 656_000
 
 
 @pytest.mark.parametrize(
@@ -63,6 +67,7 @@ def test_compress_end_to_end(env: Path, tmp_path: Path, capsys: pytest.CaptureFi
         (["--method", "svd", "--ratio", "0.2", "--model-x"], "unrecognized"),
         (["--method", "svd", "--ratio", "0.2", "--execution", "streamed"], "--execution"),
         (["--method", "svd", "--ratio", "0.2", "--max-host-memory", "lots"], "max_host_memory"),
+        (["--method", "svd", "--ratio", "0.2", "--max-host-memory", "20MiB"], "does not fit"),
     ],
 )
 def test_bad_input_exits_2_with_message(argv: list[str], message: str, env: Path, tmp_path: Path,

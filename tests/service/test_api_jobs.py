@@ -47,7 +47,8 @@ def test_create_job_commits_row_then_enqueues(api: ApiServer) -> None:
         assert client.get(response.headers["location"]).json() == job
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
     assert job["status"] == "queued" and job["attempts"] == 0 and job["error"] is None
-    assert job["progress"] == {"stage": None, "fraction": None, "message": None}
+    assert job["progress"] == {"stage": None, "fraction": None, "message": None, "overall_fraction": None,
+                               "layer": None, "layers": None, "eta_seconds": None}
     assert job["spec"]["calibration"] == {"source": "tinystories", "path": None, "samples": 4, "seq_len": 64,
                                           "dataset_id": None, "dataset_sha256": None}
     assert job["spec"]["options"] == {"targets": ["q_proj", "k_proj"]}

@@ -48,12 +48,14 @@ def test_reads_answer_what_jobout_would(api: ApiServer) -> None:
             assert response.headers["content-type"] == "application/json"
             assert response.json() == expected[job_id]
         assert expected[ids[3]]["started_at"] == "2026-01-02T03:04:05Z" and expected[ids[3]]["error"] is None
-        page = client.get("/v1/jobs", params={"limit": 3, "include": "spec,metrics"})
+        page = client.get("/v1/jobs", params={"limit": 3, "include": "spec,metrics,estimate"})
         assert page.json()["items"] == [expected[i] for i in reversed(ids[1:])]
-        assert client.get("/v1/jobs", params={"cursor": page.json()["next_cursor"], "include": "spec,metrics"}).json() == {
+        assert client.get("/v1/jobs", params={"cursor": page.json()["next_cursor"],
+                                              "include": "spec,metrics,estimate"}).json() == {
             "items": [expected[ids[0]]], "next_cursor": None}
         slim = client.get("/v1/jobs", params={"limit": 3}).json()["items"]
-        assert slim == [{k: v for k, v in expected[i].items() if k not in ("spec", "metrics")} for i in reversed(ids[1:])]
+        assert slim == [{k: v for k, v in expected[i].items() if k not in ("spec", "metrics", "estimate")}
+                        for i in reversed(ids[1:])]
         only_metrics = client.get("/v1/jobs", params={"limit": 1, "include": "metrics"}).json()["items"][0]
         assert "spec" not in only_metrics and only_metrics["metrics"] == expected[ids[3]]["metrics"]
         assert client.get("/v1/jobs", params={"include": "everything"}).status_code == 422
@@ -140,9 +142,11 @@ def test_list_pages_show_every_update_whoever_wrote_it(api: ApiServer) -> None:
                                 {"m": f"step {round_}", "f": round_ / 4, "id": ids[1]})
             items = client.get("/v1/jobs").json()["items"]
             changed = next(item for item in items if item["id"] == ids[1])
-            assert changed["progress"] == {"stage": None, "fraction": round_ / 4, "message": f"step {round_}"}
+            assert changed["progress"] == {"stage": None, "fraction": round_ / 4, "message": f"step {round_}",
+                                           "overall_fraction": None, "layer": None, "layers": None,
+                                           "eta_seconds": None}
             full = client.get(f"/v1/jobs/{ids[1]}").json()
-            assert changed == {k: v for k, v in full.items() if k not in ("spec", "metrics")}
+            assert changed == {k: v for k, v in full.items() if k not in ("spec", "metrics", "estimate")}
             assert [i for i in items if i["id"] != ids[1]] == [i for i in first if i["id"] != ids[1]]
         # A new job, a deleted one and the pages after a cursor show as well.
         unchanged = client.get("/v1/jobs").content

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from app.core.db import get_engine
 from app.queue import ping_broker
 from app.schemas import CheckResult, ReadyOut
+from app.supervisor import current as current_worker_supervisor
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_SECONDS = 5.0
@@ -36,7 +37,8 @@ def _run_check(fn: Callable[[], object]) -> CheckResult:
 
 
 @router.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}},
-            summary="Readiness: database, broker and artifact store reachable")
+            summary="Readiness: database, broker and artifact store reachable (and, under `spectra serve`, "
+            "its embedded worker running)")
 def readyz(request: Request) -> JSONResponse:
     settings = request.app.state.settings
 
@@ -49,6 +51,10 @@ def readyz(request: Request) -> JSONResponse:
         "broker": _run_check(lambda: ping_broker(settings)),
         "store": _run_check(lambda: request.app.state.store().ping()),
     }
+    supervisor = current_worker_supervisor()
+    if supervisor is not None:  # `spectra serve` with its embedded worker: is it up, or being restarted?
+        state = supervisor.state()
+        checks["worker"] = CheckResult(ok=state.running, detail=state.detail)
     failed = [name for name, result in checks.items() if not result.ok]
     body = ReadyOut(
         status="unavailable" if failed else "ready", checks=checks,

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from app import crud
 from app.api.datasetrefs import pin_datasets
 from app.api.deps import AUTH_RESPONSES, DbDep, SessionDep, SettingsDep, StoreDep, TenantDep
+from app.api.preflight import submission_estimate
 from app.api.validation import JOB_ID, check_allowed_paths, decode_cursor, encode_cursor, field_error
 from app.jobstates import JobStatus
 from app.models import Artifact, Job
@@ -47,13 +48,19 @@ def _accepted(job: JobOut, replayed: bool) -> JSONResponse:
     responses={503: {"model": ErrorOut, "description": "Database or broker unreachable; retry"}},
     summary="Submit a compression job",
     description="Validated by the library's JobSpec (unknown keys refused). With `Idempotency-Key`, "
-    "the same key and the same body return the same job; the same key with another body is a 422.",
+    "the same key and the same body return the same job; the same key with another body is a 422. "
+    "The preflight estimate (peak device/host memory, disk, time per execution mode) is computed from the "
+    "model's config.json and stored as `estimate`; a job that fits the workers' declared memory "
+    "(SPECTRA_WORKER_DEVICE_MEMORY / SPECTRA_WORKER_HOST_MEMORY, or the spec's own limits) in no mode is a 422 "
+    "(type does_not_fit) whose message gives the numbers.",
 )
 async def create_job(
     spec: JobSpec, tenant: TenantDep, db: DbDep, settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")] = None,
 ) -> JSONResponse:
     check_allowed_paths(spec, settings)
+    # Reads config.json from disk (a model root or the hub cache): off the event loop.
+    estimate = await run_in_threadpool(submission_estimate, spec, settings)
     dumped = spec.model_dump(mode="json")
     await pin_datasets(db, dumped, tenant.id)
     request_hash = _request_hash(dumped)
@@ -75,7 +82,7 @@ async def create_job(
                                 f"this tenant already has {quota} queued or running jobs (the limit); wait for one "
                                 "to finish or cancel one, then submit again", headers={"Retry-After": "30"})
         try:
-            job = crud.create_job(session, tenant_id=tenant.id, spec=dumped,
+            job = crud.create_job(session, tenant_id=tenant.id, spec=dumped, estimate=estimate,
                                   idempotency_key=idempotency_key, request_hash=request_hash)
             session.commit()
         except IntegrityError:  # a concurrent request with the same Idempotency-Key won the insert
@@ -141,12 +148,12 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     include: Annotated[str | None, Query(
-        pattern=r"^(spec|metrics)(,(spec|metrics))?$",
-        description="Items leave out spec and metrics (a list is for finding jobs; GET /v1/jobs/{id} has "
-        "everything): `spec`, `metrics` or `spec,metrics` puts them in.")] = None,
+        pattern=r"^(spec|metrics|estimate)(,(spec|metrics|estimate)){0,2}$",
+        description="Items leave out spec, metrics and estimate (a list is for finding jobs; GET /v1/jobs/{id} "
+        "has everything): a comma-separated list of them, e.g. `spec,metrics`, puts them in.")] = None,
 ) -> JSONResponse:
     after = decode_cursor(cursor) if cursor else None
-    left_out = {"spec", "metrics"} - set((include or "").split(","))
+    left_out = {"spec", "metrics", "estimate"} - set((include or "").split(","))
     # One row more than asked for tells whether a next page exists.
     rows = await session.run_sync(lambda s: crud.list_jobs(
         s, tenant_id=tenant.id, status=status_filter.value if status_filter else None,
