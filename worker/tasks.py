@@ -1,4 +1,4 @@
-"""The Celery task `spectra.compress(job_id)`: claim, run, upload, publish, record. Nothing else.
+"""The Celery task `spectra.compress`: claim the next job (fairly), run, upload, publish, record. Nothing else.
 
 Exactly-once comes from SQL, not from the broker: the claim is one conditional UPDATE (a message
 for a finished, cancelled or live job does nothing), the artifact is uploaded under a per-attempt
@@ -46,19 +46,22 @@ def worker_name(hostname: str | None = None) -> str:
     return f"{hostname or socket.gethostname()}:{os.getpid()}"
 
 
-@app.task(name=TASK_NAME, bind=True, max_retries=MAX_TRANSIENT_RETRIES)
-def compress(self: Any, job_id: str) -> str:
-    """Run one job; returns the job's final status (or 'skipped'). The result is ignored by design."""
+@app.task(name=TASK_NAME, bind=True, max_retries=MAX_TRANSIENT_RETRIES,
+          Request="worker.prefilter:DropWhenNothingToClaim")
+def compress(self: Any, hint: str) -> str:
+    """Claim the next job fairly across tenants (app.crud.scheduling; `hint`, the job whose submission
+    sent this message, is taken only if its worker died) and run it. Returns the job's final status
+    (or 'skipped'). The result is ignored by design."""
     settings = get_settings()
     me = worker_name(getattr(self.request, "hostname", None))
     with session_scope(settings.database_url) as session:
-        job = crud.claim_job(session, job_id=job_id, worker=me, stale_after=settings.stale_after_seconds,
-                             max_attempts=settings.max_attempts)
+        job = crud.claim_next_job(session, worker=me, stale_after=settings.stale_after_seconds,
+                                  max_attempts=settings.max_attempts, hint=hint)
         if job is None:
             log.info("job %s: nothing to do (terminal, cancelled, held by a live worker or out of attempts)",
-                     job_id)
+                     hint)
             return "skipped"
-        spec, tenant_id, attempt, estimate = dict(job.spec), job.tenant_id, job.attempts, job.estimate
+        job_id, spec, tenant_id, attempt, estimate = job.id, dict(job.spec), job.tenant_id, job.attempts, job.estimate
     log.info("job %s: attempt %d on %s", job_id, attempt, me)
 
     failure = _attempt(settings, job_id=job_id, worker=me, spec=spec, tenant_id=tenant_id, attempt=attempt,
@@ -93,6 +96,7 @@ def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, An
                 datasets = fetch_datasets(settings, spec, tenant_id, work / "datasets")
                 run_settings = RunSettings(model_roots=tuple(settings.model_roots), data_dir=settings.data_dir,
                                            data_roots=tuple(settings.data_roots), cache_dir=settings.hf_cache_dir,
+                                           max_download_bytes=settings.max_download_mb * 2**20 or None,
                                            datasets=datasets, device_memory_limit=settings.worker_device_memory,
                                            host_memory_limit=settings.worker_host_memory)
                 job_spec = JobSpec.model_validate(spec)

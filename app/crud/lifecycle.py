@@ -63,8 +63,9 @@ def claim_job(
         return None
     job = get_job(session, job_id=job_id)
     assert job is not None
-    session.add(JobEvent(job_id=job_id, kind=EventKind.STATE.value, message=f"running on {worker}",
-                         data={"status": "running", "worker": worker, "attempt": job.attempts}))
+    # The tenant reads events: the worker's host and pid stay in the row (job.worker), for the operator.
+    session.add(JobEvent(job_id=job_id, kind=EventKind.STATE.value, message=f"running (attempt {job.attempts})",
+                         data={"status": "running", "attempt": job.attempts}))
     session.flush()
     return job
 

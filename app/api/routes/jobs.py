@@ -18,9 +18,9 @@ from app import crud
 from app.api.datasetrefs import pin_datasets
 from app.api.deps import AUTH_RESPONSES, DbDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from app.api.preflight import submission_estimate
-from app.api.validation import JOB_ID, check_allowed_paths, decode_cursor, encode_cursor, field_error
+from app.api.validation import JOB_ID, check_allowed_paths, check_reachable, decode_cursor, encode_cursor, field_error
 from app.jobstates import JobStatus
-from app.models import Artifact, Job
+from app.models import Artifact, Job, Tenant
 from app.queue import enqueue_compress
 from app.schemas import ArtifactOut, ErrorOut, EventOut, JobOut, JobPage
 from compression.specs import JobSpec, Method
@@ -59,11 +59,15 @@ async def create_job(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")] = None,
 ) -> JSONResponse:
     check_allowed_paths(spec, settings)
+    check_reachable(spec, settings)
     # Reads config.json from disk (a model root or the hub cache): off the event loop.
     estimate = await run_in_threadpool(submission_estimate, spec, settings)
     dumped = spec.model_dump(mode="json")
     await pin_datasets(db, dumped, tenant.id)
     request_hash = _request_hash(dumped)
+    defaults = crud.Limits(max_active_jobs=settings.max_active_jobs_per_tenant,
+                           submissions_per_minute=settings.submissions_per_minute_per_tenant,
+                           daily_gpu_seconds=settings.daily_gpu_seconds_per_tenant)
 
     def insert(session: Session) -> tuple[Job, JobOut, bool]:
         """(the job, its JobOut, replayed?): app.crud's sync code, run by the AsyncSession on the event
@@ -72,15 +76,20 @@ async def create_job(
             existing = crud.get_job_by_idempotency_key(session, tenant_id=tenant.id, idempotency_key=idempotency_key)
             if existing is not None:
                 return existing, _replayable(existing, request_hash), True
-        quota = settings.max_active_jobs_per_tenant
-        if quota:
-            # Count and insert under the tenant's lock (released by the commit or rollback below):
-            # without it, concurrent POSTs all counted the same jobs and together passed the quota.
-            crud.lock_tenant_for_submission(session, tenant_id=tenant.id)
-        if quota and crud.count_active_jobs(session, tenant_id=tenant.id) >= quota:
-            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                                f"this tenant already has {quota} queued or running jobs (the limit); wait for one "
-                                "to finish or cancel one, then submit again", headers={"Retry-After": "30"})
+        # Count and insert under the tenant's lock (released by the commit or rollback below): without
+        # it, concurrent POSTs all counted the same jobs and together passed the limits.
+        crud.lock_tenant_for_submission(session, tenant_id=tenant.id)
+        row = session.get(Tenant, tenant.id)
+        limits = crud.tenant_limits(row, defaults) if row is not None else defaults
+        allowed = row.allowed_models if row is not None and row.allowed_models is not None else settings.allowed_models
+        if not crud.model_allowed(spec.model, allowed):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"model '{spec.model}' is not among the models this "
+                                "tenant may compress; ask the operator to allow it (spectra admin set-tenant "
+                                "--allowed-models)")
+        refusal = crud.submission_refusal(session, tenant_id=tenant.id, limits=limits) if limits.any() else None
+        if refusal is not None:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, refusal.message,
+                                headers={"Retry-After": str(refusal.retry_after_seconds)})
         try:
             job = crud.create_job(session, tenant_id=tenant.id, spec=dumped, estimate=estimate,
                                   idempotency_key=idempotency_key, request_hash=request_hash)
@@ -219,10 +228,14 @@ async def list_artifacts(job_id: str, request: Request, tenant: TenantDep, sessi
     job = await job_or_404(session, job_id, tenant.id)
     artifacts = await session.run_sync(lambda s: crud.list_artifacts(s, job_id=job.id))
     ttl = settings.link_ttl_seconds
-    base = str(request.base_url).rstrip("/")
+    # Local links without SPECTRA_PUBLIC_URL: the embedded default completes them with the URL the request
+    # came in on (one machine, one user). Elsewhere the Host header is the client's to choose, so a link
+    # built from it could point anywhere: the link stays relative to the API (resolve it against the URL
+    # you called), and the operator sets SPECTRA_PUBLIC_URL for absolute links.
+    base = str(request.base_url).rstrip("/") if settings.is_embedded_broker else ""
 
     def link(artifact: Artifact) -> str:
-        url = store.url_for(artifact.storage_key, artifact.name.split("/")[-1], ttl)
-        return base + url if url.startswith("/") else url  # local links without SPECTRA_PUBLIC_URL
+        url = store.url_for(artifact.storage_key, artifact.name.split("/")[-1], ttl, issuer=tenant.key_id or None)
+        return base + url if url.startswith("/") else url
 
     return [ArtifactOut.from_row(a, link(a), ttl) for a in artifacts]
