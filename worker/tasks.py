@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import update
 
-from app import crud
+from app import crud, jobevents
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
+from app.crud.transitions import transition
+from app.messaging import TASK_NAME
 from app.jobstates import JobStatus
 from app.models import Job, utcnow
 from app.storage import job_prefix, store_from_settings
@@ -30,8 +31,8 @@ from app.storage.archive import archive_root, local_archive_digest
 from compression.errors import Cancelled
 from compression.specs import JobSpec
 from worker.celery_app import app
-from worker.config import TASK_NAME
 from worker.datasets import fetch_datasets
+from worker.hubpush import check_push_configured, push_to_hub
 from worker.memorycap import job_memory_cap
 from worker.preflight import store_estimate
 from worker.outcome import MAX_TRANSIENT_RETRIES, RETRY_BACKOFF_SECONDS, Failure, classify
@@ -52,6 +53,7 @@ def compress(self: Any, hint: str) -> str:
     sent this message, is taken only if its worker died) and run it. Returns the job's final status
     (or 'skipped'). The result is ignored by design."""
     settings = get_settings()
+    jobevents.publish_through(settings.broker_url)  # the API's event streams hear of each commit
     me = worker_name(getattr(self.request, "hostname", None))
     with session_scope(settings.database_url) as session:
         job = crud.claim_next_job(session, worker=me, stale_after=settings.stale_after_seconds,
@@ -91,6 +93,7 @@ def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, An
             try:
                 from compression.run import RunSettings, run  # torch: loaded only in a worker, only here
 
+                check_push_configured(settings, spec)
                 datasets = fetch_datasets(settings, spec, tenant_id, work / "datasets")
                 run_settings = RunSettings(model_roots=tuple(settings.model_roots), data_dir=settings.data_dir,
                                            data_roots=tuple(settings.data_roots), cache_dir=settings.hf_cache_dir,
@@ -116,7 +119,7 @@ def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, An
             tracker.record("upload", 0.0, "uploading the artifact")
             return _upload_and_publish(settings, job_id=job_id, worker=worker, tenant_id=tenant_id,
                                        attempt=attempt, out_dir=Path(result.out_dir), report=result.report,
-                                       wall_seconds=time.monotonic() - started)
+                                       wall_seconds=time.monotonic() - started, spec=spec)
     except SoftTimeLimitExceeded:
         return Failure("time_limit", tracker.time_limit_message())
     finally:
@@ -132,7 +135,15 @@ def _stopped(tracker: JobTracker) -> Failure:
 
 
 def _upload_and_publish(settings: Settings, *, job_id: str, worker: str, tenant_id: int, attempt: int,
-                        out_dir: Path, report: dict[str, Any], wall_seconds: float) -> Failure | None:
+                        out_dir: Path, report: dict[str, Any], wall_seconds: float,
+                        spec: dict[str, Any]) -> Failure | None:
+    # The hub push first: a refused push fails the job before anything is stored or published (a
+    # retried attempt pushes again: one more commit of the same files, which the hub takes as a no-op).
+    try:
+        pushed = push_to_hub(settings, spec, out_dir, job_id)
+    except Exception as exc:
+        log.warning("job %s: push to the hub failed", job_id, exc_info=True)
+        return classify(exc)
     store = store_from_settings(settings)
     prefix = f"{job_prefix(tenant_id, job_id)}/attempt-{attempt}"
     try:
@@ -145,6 +156,8 @@ def _upload_and_publish(settings: Settings, *, job_id: str, worker: str, tenant_
                        retry=True)
     _record_upload_done(settings, job_id=job_id, count=len(files))
     metrics = {**_metrics(report, wall_seconds=wall_seconds, attempt=attempt), "archive": archive}
+    if pushed is not None:
+        metrics["hub"] = pushed
     with session_scope(settings.database_url) as session:
         if crud.is_cancel_requested(session, job_id=job_id):
             published = False
@@ -229,14 +242,11 @@ def _release_for_retry(settings: Settings, *, job_id: str, worker: str, reason: 
     updated_at at the retry's due time keeps the sweeper from sending a duplicate in the meantime.
     """
     with session_scope(settings.database_url) as session:
-        result = session.execute(
-            update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == JobStatus.RUNNING.value,
-                              Job.cancel_requested.is_(False))
-            .values(status=JobStatus.QUEUED.value, worker=None, heartbeat_at=None,
-                    updated_at=utcnow() + timedelta(seconds=countdown))
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:
+        released = transition(session, job_id=job_id, sources=[JobStatus.RUNNING], target=JobStatus.QUEUED,
+                              where=[Job.worker == worker, Job.cancel_requested.is_(False)],
+                              values={"worker": None, "heartbeat_at": None},
+                              now=utcnow() + timedelta(seconds=countdown))
+        if not released:
             return False
         crud.add_event(session, job_id=job_id, kind="message", message=f"retrying after a transient error: {reason}")
     return True

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     data_dir: Path | None = Field(default_factory=_default_data_dir)
     data_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     hf_cache_dir: Path | None = None
+    hub_token: SecretStr | None = Field(
+        None, description="Hugging Face token the worker pushes artifacts with (export.push_to_hub).")
+    hub_endpoint: str | None = Field(
+        None, description="Hub the worker pushes to; unset: huggingface_hub's default (https://huggingface.co).")
     signing_secret: SecretStr | None = Field(None, description="HMAC key for local links.")
     link_ttl_seconds: int = Field(900, ge=1)
     heartbeat_seconds: float = Field(10, gt=0)
@@ -82,6 +86,9 @@ class Settings(BaseSettings):
         None, description="Base URL in local download links; unset: the URL the request came in on."
     )
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    body_timeout_seconds: float = Field(
+        10, gt=0, description="A request body must arrive within this many seconds after the headers (408 "
+        "otherwise); until it has, the request holds no in-flight slot.")
     auth_cache_seconds: float = Field(
         5, ge=0, description="How long each API process trusts a checked API key; a revoked key works "
         "that long at most. 0 = check every request.")

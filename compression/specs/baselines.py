@@ -16,7 +16,7 @@ TargetName = Literal[KNOWN_TARGETS]  # type: ignore[valid-type]
 class TargetedOptions(StrictModel):
     targets: list[TargetName] | None = Field(
         None,
-        min_length=1,
+        min_length=1, max_length=len(KNOWN_TARGETS),
         description="Which linear projections of every decoder layer to factorize (default: all of them). "
         "Names are the model family's own; GET /v1/architectures lists them per family.",
     )
