@@ -64,6 +64,17 @@ class Tenant(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Scheduling (app.crud.scheduling): tenants of a higher priority are served first; among equals, the
+    # tenant served longest ago goes next (round robin), so one tenant's backlog never holds another's job.
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Per-tenant limits (app.crud.quotas); NULL = the service-wide setting of the same name.
+    max_active_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    submissions_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    daily_gpu_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Model refs the tenant may compress (shell patterns: 'org/*', 'TinyStories-*'); NULL = the service's
+    # SPECTRA_ALLOWED_MODELS (empty: any model the worker can reach).
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class ApiKey(Base):

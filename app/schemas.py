@@ -154,5 +154,5 @@ class CheckResult(BaseModel):
 
 class ReadyOut(BaseModel):
     status: str = Field(..., description="ready | unavailable")
-    checks: dict[str, CheckResult]
+    checks: dict[str, CheckResult] | None = Field(None, description="Only with the operator's X-Admin-Key")
     detail: str | None = None

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from compression.architectures import arch_for
+from compression.artifact_code import strip_foreign_code
 from compression.errors import InvalidInput
 from compression.lowrank import LowRankLinear
 from compression.models import LoadedModel, resolve_device, resolve_dtype
@@ -146,6 +147,7 @@ def export(
         tokenizer.save_pretrained(partial)
         for name, data in (extra_files or {}).items():
             (partial / Path(name).name).write_bytes(data)
+        strip_foreign_code(partial)
         entries = file_entries(partial)
         full = dict(report, export={"dense": dense, "dtype": str(torch_dtype or "") or None,
                                     "low_rank_modules": len(ranks)},

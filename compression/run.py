@@ -43,6 +43,7 @@ class RunSettings:
     data_roots: tuple[Path, ...] = ()
     cache_dir: Path | None = None
     ratio_tolerance: float = 0.01
+    max_download_bytes: int | None = None  # hub models larger than this are refused (ModelTooLarge)
     # Uploaded datasets the caller (the service's worker) downloaded: dataset id -> local .txt / .jsonl.
     datasets: Mapping[str, Path] = field(default_factory=dict)
     # The worker's declared memory (bytes; None = no limit): the preflight estimate is held to the tighter
@@ -182,7 +183,8 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
 
     with stages.stage("load", f"loading {spec.model}"):
         lm: LoadedModel = load_model(spec.model, spec.revision, model_roots=settings.model_roots,
-                                     cache_dir=settings.cache_dir, dtype=spec.dtype, device=device)
+                                     cache_dir=settings.cache_dir, dtype=spec.dtype, device=device,
+                                     max_download_bytes=settings.max_download_bytes)
     model, limit = lm.model, max_positions(lm.model)
     if spec.evaluation.enabled and limit is not None and spec.evaluation.seq_len > limit:
         raise InvalidInput(f"evaluation.seq_len {spec.evaluation.seq_len} exceeds the model's maximum of {limit}")

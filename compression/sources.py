@@ -7,32 +7,50 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from compression.errors import ModelNotFound, PathNotAllowed
+from compression.errors import InvalidInput, ModelNotFound, PathNotAllowed
 
 
 def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+# A model folder's files are checked one by one; a folder with more entries than this is refused.
+MAX_MODEL_FILES = 10_000
+
+
+def _check_links_stay_inside(folder: Path, ref: str, roots: Sequence[Path]) -> None:
+    """Every file of the folder, symlinks resolved, lies under an allowed root: an allowed folder must
+    not lend its name to a link to anything else on the worker's disk."""
+    for n, path in enumerate(folder.rglob("*")):
+        if n >= MAX_MODEL_FILES:
+            raise InvalidInput(f"model folder '{ref}' has more than {MAX_MODEL_FILES} files")
+        if path.is_symlink() and not any(_inside(path.resolve(), r) for r in roots):
+            raise PathNotAllowed(f"model folder '{ref}' contains a link ({path.relative_to(folder)}) to a file "
+                                 "outside the allowed model roots")
+
+
 def resolve_local(ref: str, model_roots: Sequence[Path]) -> Path | None:
-    """The folder a local ref names, or None for a hub id. Raises for paths outside the roots."""
+    """The folder a local ref names, or None for a hub id. Raises for paths outside the roots. Messages
+    name what the user gave, never the roots (the server's paths)."""
     roots = [Path(r).resolve() for r in model_roots]
     if ref.startswith("/"):
         path = Path(ref).resolve()  # follows symlinks, so a link cannot smuggle a path out
         if not any(_inside(path, r) for r in roots):
-            allowed = ", ".join(str(r) for r in roots) or "(none configured)"
-            raise PathNotAllowed(f"model path {ref} is outside the allowed model roots: {allowed}")
+            configured = "" if roots else " (none configured)"
+            raise PathNotAllowed(f"model path {ref} is outside the allowed model roots{configured}")
         if not (path / "config.json").is_file():
             raise ModelNotFound(f"model folder {ref} does not exist or has no config.json")
+        _check_links_stay_inside(path, ref, roots)
         return path
     if "/" in ref:
         return None  # "org/name": a hub id
     for root in roots:
         candidate = (root / ref).resolve()
         if _inside(candidate, root) and (candidate / "config.json").is_file():
+            _check_links_stay_inside(candidate, ref, roots)
             return candidate
-    searched = ", ".join(str(r) for r in roots) or "(no model roots configured)"
-    raise ModelNotFound(f"no model folder named '{ref}' under the allowed model roots: {searched}")
+    configured = "" if roots else " (none configured)"
+    raise ModelNotFound(f"no model folder named '{ref}' under the allowed model roots{configured}")
 
 
 def hub_metadata_folder(ref: str, revision: str | None, cache_dir: Path | None, *, cached_only: bool) -> Path | None:

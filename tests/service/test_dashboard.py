@@ -156,8 +156,8 @@ def test_submit_from_the_form_and_watch_it_succeed_live(page: Page, embedded: St
     statuses = page.evaluate("window.__statuses")
     assert statuses[-1] == "succeeded" and set(statuses[:-1]) & {"queued", "running"}, statuses
     assert page.evaluate("window.__sameDocument") is True  # updated in place, never reloaded
-    # It asked for the Server-Sent Events stream (a server without one answers JSON; the page polls then).
-    assert stream_answers and stream_answers[0].split(";")[0] in {"text/event-stream", "application/json"}
+    # Followed over the job's Server-Sent Events stream (fetched with the key header).
+    assert stream_answers and stream_answers[0].startswith("text/event-stream"), stream_answers
 
     job = api.job(job_id)
     metrics = job["metrics"]
@@ -172,6 +172,12 @@ def test_submit_from_the_form_and_watch_it_succeed_live(page: Page, embedded: St
     row = page.inner_text("#before-after tr[data-row='perplexity']")
     assert ppl(metrics["ppl_before"]) in row and ppl(metrics["ppl_after"]) in row
     assert f"{metrics['achieved_ratio'] * 100:.2f} %" in page.inner_text("#summary")
+    # The preflight estimate the API stored at submission: its modes, and its stage times beside the measured.
+    estimate = job["estimate"]
+    assert page.locator("#estimate-modes tbody tr").count() == len(estimate["modes"])
+    outlines = page.eval_on_selector_all("#chart-stages rect.bar-compare",
+                                         "els => Object.fromEntries(els.map(e => [e.dataset.label, Number(e.dataset.compare)]))")
+    assert outlines == {k: v for k, v in estimate["stage_seconds"].items() if k in metrics["seconds"]}
     page.wait_for_selector("#events tr[data-kind='state']:has-text('succeeded')")
     page.wait_for_selector("#artifacts a.download")
     shots.take(page, "03-job-succeeded")
