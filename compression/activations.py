@@ -53,9 +53,13 @@ class InputStatistics:
             update = x.abs().amax(dim=0)
             acc[name] = update if name not in acc else torch.maximum(acc[name], update)
 
-    def result(self) -> dict[str, torch.Tensor]:
+    def result(self, token_counts: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+        """Per module its statistic; with token_counts (filled with every module's token count) a
+        module that never ran (an expert no token was routed to) is left out instead of an error."""
         missing = [name for name in self.tokens if name not in self.acc]
-        if missing:
+        if token_counts is not None:
+            token_counts.update(self.tokens)
+        elif missing:
             raise RuntimeError(f"modules {missing} never ran during calibration; are they part of the model?")
         if self.stat == "abs_mean":
             return {name: value / self.tokens[name] for name, value in self.acc.items()}
@@ -73,6 +77,7 @@ def collect_input_stats(
     *,
     dtype: torch.dtype = torch.float32,
     stop_after: nn.Module | None = None,
+    token_counts: dict[str, int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run the calibration windows and return, per module name, a statistic of its input x [.., n]:
 
@@ -83,10 +88,14 @@ def collect_input_stats(
     Accumulation happens in `dtype` (float32 by default) on `device`. With `stop_after`, each
     forward pass is cut short once that module (e.g. a decoder layer) has run, which makes
     layer-by-layer methods cost O(layer) instead of O(model) per step.
+
+    A mixture-of-experts expert sees only the tokens routed to it, possibly none: pass `token_counts`
+    (filled with every module's token count) to get the statistics of the modules that ran and decide
+    about the others; without it a module that never ran is an error.
     """
     stats = InputStatistics(modules, stat, dtype)
     if calibration is None or calibration.numel() == 0:
         raise InvalidInput("this method needs calibration data, but none was given")
     with calibration_mode(model), forward_hooks(modules, stats.hook), stop_forward_after(stop_after):
         run_batches(model, calibration, device, batch_size, progress)
-    return stats.result()
+    return stats.result(token_counts)

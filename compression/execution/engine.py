@@ -55,7 +55,8 @@ class LayerStep:
 
     @torch.no_grad()
     def input_statistics(self, modules: dict[str, nn.Module], stat: str = "gram",
-                         dtype: torch.dtype = torch.float32, stream: str = DENSE) -> dict[str, torch.Tensor]:
+                         dtype: torch.dtype = torch.float32, stream: str = DENSE,
+                         token_counts: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
         """`stat` of each module's input while the (still dense) layer runs on `stream`'s windows.
 
         The first pass over the dense stream also produces the next layer's dense inputs and the
@@ -69,7 +70,7 @@ class LayerStep:
                 source = self._streams[stream]
                 for i in range(len(source)):
                     self._inputs.forward(self.layer, source[i], self.device)
-        return stats.result()
+        return stats.result(token_counts)
 
     def block_influence(self) -> float:
         """1 - mean cos(layer input, layer output) over every dense-stream token (ShortGPT's BI)."""

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from compression.errors import InvalidInput
 from compression.execution.checkpoint import CheckpointReader
 from compression.execution.evaluate import streamed_perplexity
 from compression.execution.hidden import HiddenStates
@@ -34,6 +35,9 @@ class StreamedSession:
         self.arch, self.source, self.device, self.work = located.arch, located.source, device, work
         self.offload = offload
         self.tokenizer = located.tokenizer()
+        if located.arch.transposed or located.arch.experts:
+            raise InvalidInput(f"sequential execution does not support {located.arch.model_type} models yet "
+                               "(Conv1D or mixture-of-experts layouts); use execution mode 'resident'")
         self.model: nn.Module = empty_model(located.config, dtype)
         if (located.folder / "generation_config.json").is_file():  # as from_pretrained would read it
             from transformers import GenerationConfig

@@ -27,6 +27,7 @@ from compression.methods.factorization import (
     install,
     plan_targets,
     require_calibration,
+    routing_report,
     weight_f32,
 )
 from compression.specs import ASVDOptions, Method
@@ -59,23 +60,27 @@ class ActivationAwareSVD(Compressor, LayerwiseMethod):
         self.calibration = require_calibration(ctx, "asvd")
         self.options: ASVDOptions = ctx.options  # type: ignore[assignment]
         plan = plan_targets(ctx, self.options.targets)
-        self.rep = input_representatives(plan)
+        self.rep = input_representatives(ctx.arch, plan)
         self.plan = by_layer(plan)
+        self.counts: dict[str, int] = {}
 
     def layer(self, ctx: CompressionContext, step: LayerStep) -> dict[str, Any]:
         targets = self.plan.get(step.index, [])
         modules = {t.name: t.module for t in targets if self.rep[t.name] == t.name}
-        stats = step.input_statistics(modules, self.options.scaling)
+        stats = step.input_statistics(modules, self.options.scaling,
+                                      token_counts=self.counts if ctx.arch.experts else None)
         ranks: dict[str, int] = {}
         for target in targets:
-            out_factor, in_factor = asvd_factors(
-                weight_f32(target, ctx.device), stats[self.rep[target.name]], self.options.alpha, target.rank
-            )
+            weight = weight_f32(target, ctx.device)
+            # An expert no calibration token reached has no activation scale: unit scale, plain SVD.
+            scale = stats.get(self.rep[target.name], torch.ones(weight.shape[1], device=weight.device))
+            out_factor, in_factor = asvd_factors(weight, scale, self.options.alpha, target.rank)
             ranks[target.name] = install(ctx, target, out_factor, in_factor)
         return {"ranks": ranks}
 
     def finish(self, ctx: CompressionContext, records: list[dict[str, Any]]) -> MethodReport:
         return MethodReport(
             details={"ranks": {k: v for r in records for k, v in r["ranks"].items()}, "alpha": self.options.alpha,
-                     "scaling": self.options.scaling, "calibration_windows": int(self.calibration.shape[0])}
+                     "scaling": self.options.scaling, "calibration_windows": int(self.calibration.shape[0]),
+                     **routing_report(ctx, self.counts)}
         )

@@ -15,12 +15,13 @@ import torch
 
 from compression.architectures import decoder_layers
 from compression.execution.engine import DENSE, LayerStep, LayerwiseMethod, run_layerwise
-from compression.errors import InvalidInput
 from compression.methods.base import CompressionContext, Compressor, MethodReport, register
 from compression.methods.factorization import require_calibration
+from compression.errors import InvalidInput
 from compression.reachable import layers_to_remove
 from compression.specs import Method, ShortGPTOptions
 from compression.surgery import remove_layers
+
 
 @register
 class ShortGPT(Compressor, LayerwiseMethod):
@@ -40,7 +41,7 @@ class ShortGPT(Compressor, LayerwiseMethod):
         sizes = {sum(p.numel() for p in layer.parameters()) for layer in layers}
         if len(sizes) != 1:
             raise InvalidInput("shortgpt needs decoder layers of equal size; this model's layers differ")
-        self.n_remove = layers_to_remove(len(layers), ctx.target_ratio, options.num_layers)
+        self.n_remove = layers_to_remove(len(layers), ctx.target_ratio, options.num_layers, ctx.ratio_tolerance)
 
     def layer(self, ctx: CompressionContext, step: LayerStep) -> dict[str, Any]:
         return {"block_influence": step.block_influence()}

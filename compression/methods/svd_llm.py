@@ -31,6 +31,7 @@ from compression.methods.factorization import (
     install,
     plan_targets,
     require_calibration,
+    routing_report,
     weight_f32,
 )
 from compression.specs import Method, SVDLLMOptions
@@ -64,24 +65,28 @@ class SVDLLM(Compressor, LayerwiseMethod):
         self.options: SVDLLMOptions = ctx.options  # type: ignore[assignment]
         self.calibration = require_calibration(ctx, "svd_llm")
         plan = plan_targets(ctx, self.options.targets)
-        self.rep = input_representatives(plan)
+        self.rep = input_representatives(ctx.arch, plan)
         self.plan = by_layer(plan)
+        self.counts: dict[str, int] = {}
 
     def layer(self, ctx: CompressionContext, step: LayerStep) -> dict[str, Any]:
         targets = self.plan.get(step.index, [])
         firsts = {t.name: t.module for t in targets if self.rep[t.name] == t.name}
-        grams = step.input_statistics(firsts, "gram", torch.float64)
-        propagated = (step.input_statistics(firsts, "gram", torch.float64, stream=COMPRESSED)
+        experts = ctx.arch.experts  # an expert may see no calibration token at all
+        grams = step.input_statistics(firsts, "gram", torch.float64, token_counts=self.counts if experts else None)
+        propagated = (step.input_statistics(firsts, "gram", torch.float64, stream=COMPRESSED,
+                                            token_counts={} if experts else None)
                       if self.options.update else {})
         chols: dict[str, torch.Tensor] = {}
         ranks: dict[str, int] = {}
         for target in targets:
             key = self.rep[target.name]
-            if key not in chols:
-                chols[key] = cholesky_whitening(grams.pop(key))
             weight = weight_f32(target, ctx.device)
+            if key not in chols:  # an expert no calibration token reached: L = I, i.e. plain SVD
+                chols[key] = (cholesky_whitening(grams.pop(key)) if key in grams else
+                              torch.eye(weight.shape[1], dtype=torch.float64, device=weight.device))
             out_factor, in_factor, _ = whitened_factors(weight, chols[key], target.rank)
-            if self.options.update:
+            if self.options.update and key in propagated:
                 out_factor = refit_out_factor(weight, in_factor, propagated[key])
             ranks[target.name] = install(ctx, target, out_factor, in_factor)
         return {"ranks": ranks}
@@ -89,7 +94,8 @@ class SVDLLM(Compressor, LayerwiseMethod):
     def finish(self, ctx: CompressionContext, records: list[dict[str, Any]]) -> MethodReport:
         details: dict[str, Any] = {"ranks": {k: v for r in records for k, v in r["ranks"].items()},
                                    "update": self.options.update,
-                                   "calibration_windows": int(self.calibration.shape[0])}
+                                   "calibration_windows": int(self.calibration.shape[0]),
+                                   **routing_report(ctx, self.counts)}
         if self.options.update:
             details["update_windows"] = int(self.calibration[: self.options.update_samples].shape[0])
         return MethodReport(details=details)
