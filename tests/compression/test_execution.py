@@ -110,7 +110,7 @@ def test_work_folder_of_another_spec_is_not_reused(settings, tmp_path) -> None:
     assert not any(m.startswith("resumed") for m in messages)
 
 
-@pytest.mark.parametrize(("method", "ratio"), [("svd_llm", 0.2), ("shortgpt", 0.2)])
+@pytest.mark.parametrize(("method", "ratio"), [("svd", 0.2), ("shortgpt", 0.2)])
 def test_sequential_equals_resident_on_smollm2(method, ratio, shared_dir, tmp_path, tiny_calib) -> None:
     """30 layers: the streams, rotary positions and removal bookkeeping over a real depth."""
     from tests.support.smollm2 import smollm2_dir
