@@ -14,7 +14,7 @@ def test_gpu_check_smoke_passes_and_prints_its_table(shared_dir: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--smoke"], cwd=REPO, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    table = [line for line in done.stdout.splitlines() if line.startswith("|")]
     assert len(table) == 2 + 5 + 1, done.stdout  # header, rule, five methods, the toy shape
     assert all("same" in line and "(ok)" in line for line in table[2:7]), done.stdout
     achieved = re.search(r"achieved (\d\.\d+)", table[7])
