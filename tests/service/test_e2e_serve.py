@@ -17,7 +17,7 @@ import pytest
 
 from tests.service.support.client import FAST_JOB, ApiClient
 from tests.service.support.processes import REPO, free_port, start_serve, wait_until
-from tests.service.support.stack import base_env
+from tests.service.support.stack import OPERATOR, base_env
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,8 @@ def test_sigterm_to_serve_stops_its_local_worker(tmp_path: Path, hf_home: Path) 
 
 
 def _worker_check(port: int) -> dict[str, object]:
-    return dict(httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json()["checks"]["worker"])
+    # The worker's state (and pid) is the operator's to see: readiness details need the admin key.
+    return dict(httpx.get(f"http://127.0.0.1:{port}/readyz", headers=OPERATOR, timeout=10).json()["checks"]["worker"])
 
 
 def _worker_pid(port: int) -> int | None:
