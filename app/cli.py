@@ -134,11 +134,9 @@ def _is_sqlite(url: str | None) -> bool:
 
 
 def run_worker(concurrency: int, queues: str, loglevel: str) -> int:
-    from worker.celery_app import app
-
-    app.worker_main(["worker", "-Q", queues, "-c", str(concurrency), "--pool", "prefork",
-                     "--loglevel", loglevel, "-O", "fair"])
-    return 0
+    """Replace this process with a Celery worker (worker.celery_app, named, never imported by app/)."""
+    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues,
+                              "-c", str(concurrency), "--pool", "prefork", "--loglevel", loglevel, "-O", "fair"])
 
 
 def _start_local_worker() -> subprocess.Popen[bytes]:
@@ -170,9 +168,9 @@ def serve(host: str, port: int, *, start_worker: bool = True) -> int:
     import uvicorn
 
     from app.core.config import get_settings
+    from app.queue import enqueue_compress
     from app.supervisor import WorkerSupervisor, set_current
-    from worker.celery_app import send_compress
-    from worker.sweeper import Sweeper
+    from app.sweeper import Sweeper
 
     # uvicorn re-raises the SIGTERM/SIGINT it handled once it has shut down; turn that into SystemExit so
     # the `finally` below still stops the sweeper and the local worker instead of dying on the spot.
@@ -187,7 +185,7 @@ def serve(host: str, port: int, *, start_worker: bool = True) -> int:
         supervisor = WorkerSupervisor(_start_local_worker, _stop_process_group)
         supervisor.start()
         set_current(supervisor)
-    sweeper = Sweeper.from_settings(settings, send=send_compress)
+    sweeper = Sweeper.from_settings(settings, send=lambda job_id: enqueue_compress(settings, job_id))
     sweeper.start()
     try:
         # uvicorn handles SIGINT/SIGTERM itself and returns here after a graceful shutdown.

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import update
 
-from app import crud
+from app import crud, jobevents
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
+from app.crud.transitions import transition
+from app.messaging import TASK_NAME
 from app.jobstates import JobStatus
 from app.models import Job, utcnow
 from app.storage import job_prefix, store_from_settings
@@ -30,7 +31,6 @@ from app.storage.archive import archive_root, local_archive_digest
 from compression.errors import Cancelled
 from compression.specs import JobSpec
 from worker.celery_app import app
-from worker.config import TASK_NAME
 from worker.datasets import fetch_datasets
 from worker.memorycap import job_memory_cap
 from worker.preflight import store_estimate
@@ -52,6 +52,7 @@ def compress(self: Any, hint: str) -> str:
     sent this message, is taken only if its worker died) and run it. Returns the job's final status
     (or 'skipped'). The result is ignored by design."""
     settings = get_settings()
+    jobevents.publish_through(settings.broker_url)  # the API's event streams hear of each commit
     me = worker_name(getattr(self.request, "hostname", None))
     with session_scope(settings.database_url) as session:
         job = crud.claim_next_job(session, worker=me, stale_after=settings.stale_after_seconds,
@@ -229,14 +230,11 @@ def _release_for_retry(settings: Settings, *, job_id: str, worker: str, reason: 
     updated_at at the retry's due time keeps the sweeper from sending a duplicate in the meantime.
     """
     with session_scope(settings.database_url) as session:
-        result = session.execute(
-            update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == JobStatus.RUNNING.value,
-                              Job.cancel_requested.is_(False))
-            .values(status=JobStatus.QUEUED.value, worker=None, heartbeat_at=None,
-                    updated_at=utcnow() + timedelta(seconds=countdown))
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:
+        released = transition(session, job_id=job_id, sources=[JobStatus.RUNNING], target=JobStatus.QUEUED,
+                              where=[Job.worker == worker, Job.cancel_requested.is_(False)],
+                              values={"worker": None, "heartbeat_at": None},
+                              now=utcnow() + timedelta(seconds=countdown))
+        if not released:
             return False
         crud.add_event(session, job_id=job_id, kind="message", message=f"retrying after a transient error: {reason}")
     return True

@@ -6,7 +6,7 @@ import base64
 import json
 import os
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,18 @@ def check_reachable(spec: JobSpec, settings: Settings) -> None:
         raise field_error(("body", "target_ratio"), str(exc)) from None
 
 
+# Every list in a JobSpec has a length bound, so a valid spec is a few kB; this bounds what one job
+# costs every later read of it (the row, its JSON), whatever the spec's schema becomes.
+MAX_SPEC_BYTES = 16 * 1024
+
+
+def check_spec_size(dumped: dict[str, Any]) -> None:
+    size = len(json.dumps(dumped, separators=(",", ":")))
+    if size > MAX_SPEC_BYTES:
+        raise field_error(("body",), f"the job spec is {size} bytes as stored; at most {MAX_SPEC_BYTES} are "
+                          "accepted: shorten its lists and strings")
+
+
 def encode_cursor(created_at: datetime, job_id: str) -> str:
     raw = json.dumps({"t": created_at.isoformat(), "id": job_id}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
@@ -108,9 +120,11 @@ def decode_cursor(cursor: str) -> Cursor:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         created = datetime.fromisoformat(data["t"])
         job_id = str(data["id"])
-        if created.tzinfo is None or not JOB_ID.fullmatch(job_id):  # no NUL for PostgreSQL
+        # Only what encode_cursor writes: UTC (+00:00). Another offset (+23:59:59.999999 parses)
+        # could move the instant out of the database's range, an error there instead of a 422 here.
+        if created.utcoffset() != timedelta(0) or not JOB_ID.fullmatch(job_id):  # no NUL for PostgreSQL
             raise ValueError
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError):
         raise field_error(("query", "cursor"), "invalid cursor: pass back next_cursor from the previous page "
                           "unchanged") from None
     return Cursor(created_at=created, job_id=job_id)

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
         None, description="Base URL in local download links; unset: the URL the request came in on."
     )
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    body_timeout_seconds: float = Field(
+        10, gt=0, description="A request body must arrive within this many seconds after the headers (408 "
+        "otherwise); until it has, the request holds no in-flight slot.")
     auth_cache_seconds: float = Field(
         5, ge=0, description="How long each API process trusts a checked API key; a revoked key works "
         "that long at most. 0 = check every request.")

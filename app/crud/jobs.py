@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.crud.transitions import transition
 from app.jobstates import EventKind, JobStatus
 from app.models import Artifact, Job, JobEvent, Tenant, utcnow
 
@@ -134,13 +135,9 @@ def request_cancel(session: Session, *, job_id: str, tenant_id: int) -> Job | No
     if job is None:
         return None
     now = utcnow()
-    queued = session.execute(
-        update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
-        .values(status=JobStatus.CANCELLED.value, cancel_requested=True, finished_at=now, updated_at=now,
-                error_code="cancelled", error_message="cancelled by the user before it started")
-        .execution_options(synchronize_session=False)
-    )
-    if queued.rowcount == 1:
+    if transition(session, job_id=job_id, sources=[JobStatus.QUEUED], target=JobStatus.CANCELLED, now=now,
+                  values={"cancel_requested": True, "finished_at": now, "error_code": "cancelled",
+                          "error_message": "cancelled by the user before it started"}):
         add_event(session, job_id=job_id, kind="state", message="cancelled before it started",
                   data={"status": "cancelled"})
         return get_job(session, job_id=job_id, tenant_id=tenant_id)

@@ -28,6 +28,7 @@ REDIS_URL = os.environ.get("SPECTRA_TEST_REDIS_URL", "redis://127.0.0.1:6379").r
 MODEL_ROOT = "/srv/spectra-models"
 DATA_ROOT = "/srv/spectra-data"
 MAX_BODY = 64 * 1024
+BODY_TIMEOUT = 3  # seconds for a request body to arrive (slowloris tests wait for it)
 
 
 @contextmanager
@@ -80,8 +81,9 @@ def server_env(home: Path, database_url: str, broker_url: str, **extra: str) -> 
         "SPECTRA_SIGNING_SECRET": "test-signing-secret",
         "SPECTRA_ADMIN_KEY": ADMIN_KEY,
         "SPECTRA_MAX_BODY_BYTES": str(MAX_BODY),
+        "SPECTRA_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
         # Check the key on every request: these tests revoke a key and expect the next request to fail
-        # (the cache's own behaviour is tested in test_api_fastpath.py).
+        # (the cache's own behaviour is tested in test_api_reads.py).
         "SPECTRA_AUTH_CACHE_SECONDS": "0",
     })
     env.update(extra)

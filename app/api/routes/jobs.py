@@ -7,18 +7,23 @@ import json
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, status
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse, Response
+from fastapi.sse import EventSourceResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app import crud
+from app.api.conditional import revalidatable
 from app.api.datasetrefs import pin_datasets
+from app.api.eventstream import job_events
 from app.api.deps import AUTH_RESPONSES, DbDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from app.api.preflight import submission_estimate
-from app.api.validation import JOB_ID, check_allowed_paths, check_reachable, decode_cursor, encode_cursor, field_error
+from app.api.validation import (
+    JOB_ID, check_allowed_paths, check_reachable, check_spec_size, decode_cursor, encode_cursor, field_error,
+)
 from app.jobstates import JobStatus
 from app.models import Artifact, Job, Tenant
 from app.queue import enqueue_compress
@@ -28,6 +33,17 @@ from compression.specs import JobSpec, Method
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTH_RESPONSES)
 
+SPEC_EXAMPLES = {
+    "svd": {"summary": "Plain SVD on TinyStories-656K (seconds on a CPU)",
+            "value": {"model": "raincandy-u/TinyStories-656K", "method": "svd", "target_ratio": 0.2,
+                      "evaluation": {"corpus": "tinystories", "seq_len": 128, "max_windows": 2}}},
+    "grasp": {"summary": "GRASP at 20 % with calibration on WikiText-2",
+              "value": {"model": "HuggingFaceTB/SmolLM2-135M", "method": "grasp", "target_ratio": 0.2,
+                        "calibration": {"source": "wikitext2", "samples": 32, "seq_len": 256}}},
+}
+# The poll hint while a job is queued or running: a job takes minutes, and the events stream pushes
+# every change as it happens, so a poller gains nothing from asking more often.
+POLL_SECONDS = 5
 NOT_FOUND = {404: {"model": ErrorOut, "description": "No such job for this tenant"}}
 
 
@@ -55,7 +71,7 @@ def _accepted(job: JobOut, replayed: bool) -> JSONResponse:
     "(type does_not_fit) whose message gives the numbers.",
 )
 async def create_job(
-    spec: JobSpec, tenant: TenantDep, db: DbDep, settings: SettingsDep,
+    spec: Annotated[JobSpec, Body(openapi_examples=SPEC_EXAMPLES)], tenant: TenantDep, db: DbDep, settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")] = None,
 ) -> JSONResponse:
     check_allowed_paths(spec, settings)
@@ -63,6 +79,7 @@ async def create_job(
     # Reads config.json from disk (a model root or the hub cache): off the event loop.
     estimate = await run_in_threadpool(submission_estimate, spec, settings)
     dumped = spec.model_dump(mode="json")
+    check_spec_size(dumped)
     await pin_datasets(db, dumped, tenant.id)
     request_hash = _request_hash(dumped)
     defaults = crud.Limits(max_active_jobs=settings.max_active_jobs_per_tenant,
@@ -151,7 +168,7 @@ async def job_or_404(session: AsyncSession, job_id: str, tenant_id: int) -> Job:
 
 @router.get("", response_model=JobPage, summary="List this tenant's jobs, newest first")
 async def list_jobs(
-    tenant: TenantDep, session: SessionDep,
+    request: Request, tenant: TenantDep, session: SessionDep,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
     method: Method | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -169,13 +186,23 @@ async def list_jobs(
         method=method.value if method else None, limit=limit + 1, after=after))
     page = rows[:limit]
     next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit else None
-    return JSONResponse(JobPage(items=[JobOut.from_row(job) for job in page], next_cursor=next_cursor)
-                        .model_dump(mode="json", exclude={"items": {"__all__": left_out}}))
+    return revalidatable(request, JobPage(items=[JobOut.from_row(job) for job in page], next_cursor=next_cursor)
+                         .model_dump(mode="json", exclude={"items": {"__all__": left_out}}))
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND, summary="One job with progress and metrics")
-async def get_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JSONResponse:
-    return JSONResponse(JobOut.from_row(await job_or_404(session, job_id, tenant.id)).model_dump(mode="json"))
+@router.get(
+    "/{job_id}", response_model=JobOut, responses={**NOT_FOUND, 304: {"description": "Unchanged since If-None-Match"}},
+    summary="One job with progress and metrics",
+    description="Send the last `ETag` back in `If-None-Match` to get an empty 304 while nothing changed. "
+    "While the job is queued or running, `Retry-After` says how many seconds to wait before polling again, "
+    "and `Link: <...events>; rel=\"monitor\"` names the Server-Sent Events stream that pushes every change instead.",
+)
+async def get_job(job_id: str, request: Request, tenant: TenantDep, session: SessionDep) -> Response:
+    job = await job_or_404(session, job_id, tenant.id)
+    headers = {}
+    if not job.is_terminal:
+        headers = {"Retry-After": str(POLL_SECONDS), "Link": f'</v1/jobs/{job.id}/events>; rel="monitor"'}
+    return revalidatable(request, JobOut.from_row(job).model_dump(mode="json"), headers)
 
 
 @router.post(
@@ -185,7 +212,7 @@ async def get_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JSONRe
     description="A queued job is cancelled at once; a running job gets cancel_requested and stops "
     "between layers (poll until status is cancelled). A finished job answers 409.",
 )
-async def cancel_job(job_id: str, tenant: TenantDep, session: SessionDep) -> JobOut:
+async def cancel_job(job_id: str, request: Request, tenant: TenantDep, session: SessionDep) -> JobOut:
     if not plausible_id(job_id):
         raise not_found(job_id)
 
@@ -201,20 +228,42 @@ async def cancel_job(job_id: str, tenant: TenantDep, session: SessionDep) -> Job
     job = await session.run_sync(cancel)
     if job is None:
         raise not_found(job_id)
+    await request.app.state.event_hub.publish(job.id)
     return JobOut.from_row(job)
 
 
-@router.get("/{job_id}/events", response_model=list[EventOut], responses=NOT_FOUND,
-            summary="The job's log: state changes, stages and messages, oldest first")
+EVENT_ID = r"^[0-9]{1,10}$"
+
+
+@router.get(
+    "/{job_id}/events", response_model=list[EventOut],
+    responses={**NOT_FOUND, 200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                                  "description": "The events (JSON), or their stream (Server-Sent Events)"}},
+    summary="The job's log: state changes, stages, progress steps and messages, oldest first",
+    description="As JSON, a page of the log. With `Accept: text/event-stream`, a Server-Sent Events stream: "
+    "every event as it is committed (`event:` its kind, `id:` its id, data the same JSON as here), then, once "
+    "the job has finished, `event: job` with the whole job (status, error, final metrics) and the end of the "
+    "stream. Reconnect with `Last-Event-ID` (browsers' EventSource do) to get exactly the events after it.",
+)
 async def list_events(
-    job_id: str, tenant: TenantDep, session: SessionDep,
+    job_id: str, request: Request, tenant: TenantDep, session: SessionDep,
     # Event ids are 32-bit integers in the database; a larger bound would reach PostgreSQL as an error.
     after: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="Only events with id > after")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
-) -> list[EventOut]:
+    last_event_id: Annotated[str | None, Header(pattern=EVENT_ID, description="Resume a stream after this event id")] = None,
+) -> Response:
     job = await job_or_404(session, job_id, tenant.id)
+    if "text/event-stream" in request.headers.get("accept", ""):
+        start = int(last_event_id) if last_event_id is not None else (after or 0)
+        if start > 2**31 - 1:
+            raise field_error(("header", "Last-Event-ID"), "Last-Event-ID is not an event id of this server; "
+                              "reconnect without it", "value_error")
+        await session.close()  # the stream reads through sessions of its own and holds none while it waits
+        state = request.app.state
+        return EventSourceResponse(job_events(state.db, state.event_hub, job.id, start),
+                                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     events = await session.run_sync(lambda s: crud.list_events(s, job_id=job.id, after_id=after, limit=limit))
-    return [EventOut.from_row(e) for e in events]
+    return JSONResponse([EventOut.from_row(e).model_dump(mode="json") for e in events])
 
 
 @router.get(
