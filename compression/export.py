@@ -20,15 +20,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression.architectures import arch_for
+from compression.architectures import (
+    ArchSpec,
+    arch_for,
+    experts_modules,
+    fusable_experts,
+    library_layout,
+    prepare_model,
+    stock_layout,
+)
 from compression.artifact_code import strip_foreign_code
 from compression.errors import InvalidInput
 from compression.lowrank import LowRankLinear
 from compression.models import LoadedModel, resolve_device, resolve_dtype
 
 REMOTE_CODE = Path(__file__).parent / "remote_code" / "modeling_spectra.py"
-REMOTE_CLASSES = {"llama": "SpectraLlamaForCausalLM", "mistral": "SpectraMistralForCausalLM",
-                  "qwen2": "SpectraQwen2ForCausalLM"}
 REPORT_NAME = "compression.json"
 MAX_SHARD_BYTES = 2 * 1024**3
 
@@ -91,16 +97,34 @@ def _write_weights(state: dict[str, torch.Tensor], folder: Path, max_shard_bytes
     (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True))
 
 
-def _write_config(model: nn.Module, folder: Path, ranks: dict[str, int], dtype: torch.dtype | None) -> None:
+def require_export_class(arch: ArchSpec) -> str:
+    """The family's low-rank class, checked to exist in the remote-code file (before any work is spent)."""
+    from compression.errors import UnsupportedArchitecture
+    from compression.remote_code import modeling_spectra
+
+    try:
+        getattr(modeling_spectra, arch.export_class)
+    except AttributeError:
+        raise UnsupportedArchitecture(
+            f"{arch.model_type}: the low-rank export class {arch.export_class} cannot be built "
+            f"(transformers has no {arch.causal_lm}; upgrade transformers)"
+        ) from None
+    return arch.export_class
+
+
+def _write_config(model: nn.Module, folder: Path, ranks: dict[str, int], dtype: torch.dtype | None,
+                  unfused_experts: list[str]) -> None:
     config = copy.deepcopy(model.config)
-    for attr in ("spectra_low_rank", "auto_map"):
+    for attr in ("spectra_low_rank", "spectra_unfused_experts", "auto_map"):
         if hasattr(config, attr):
             delattr(config, attr)
     if dtype is not None:
         config.dtype = dtype
     if ranks:
-        cls = REMOTE_CLASSES[config.model_type]
+        cls = require_export_class(arch_for(config.model_type))
         config.spectra_low_rank = ranks
+        if unfused_experts:
+            config.spectra_unfused_experts = unfused_experts
         config.auto_map = {"AutoModelForCausalLM": f"modeling_spectra.{cls}"}
         config.architectures = [cls]
         shutil.copy2(REMOTE_CODE, folder / REMOTE_CODE.name)
@@ -140,8 +164,12 @@ def export(
     partial.mkdir(parents=True)
     try:
         ranks = {} if dense else {n: m.rank for n, m in low_rank_modules(model).items()}
-        _write_weights(artifact_state_dict(model, dense, torch_dtype), partial, max_shard_bytes)
-        _write_config(model, partial, ranks, torch_dtype)
+        arch = arch_for(model.config.model_type)
+        state = artifact_state_dict(model, dense, torch_dtype)
+        fused = fusable_experts(model, arch, state)
+        unfused = [name for name in experts_modules(model, arch) if name not in fused]
+        _write_weights(stock_layout(model, arch, state), partial, max_shard_bytes)
+        _write_config(model, partial, ranks, torch_dtype, unfused)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
@@ -195,6 +223,7 @@ def load_compressed(
     if isinstance(torch_dtype, str):
         torch_dtype = resolve_dtype(torch_dtype)
     model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, trust_remote_code=False)
+    prepare_model(model, arch)  # GPT-2's Conv1D as nn.Linear, experts split: as the methods left them
     for name, rank in ranks.items():
         old = model.get_submodule(name)
         new = LowRankLinear(old.in_features, old.out_features, int(rank), bias=old.bias is not None,
@@ -204,6 +233,7 @@ def load_compressed(
     state: dict[str, torch.Tensor] = {}
     for shard in sorted(path.glob("*.safetensors")):
         state.update(load_file(str(shard)))
+    state = library_layout(model, arch, state)
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
     if unexpected or set(missing) - tied:

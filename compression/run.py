@@ -27,9 +27,11 @@ from compression.calibration import (
 from compression.errors import Cancelled, InvalidInput, RatioNotReached
 from compression.estimate import Estimate, preflight
 from compression.evaluation import StageTimer, peak_memory, perplexity, reset_peak_memory
-from compression.export import export
+from compression.architectures import ArchSpec
+from compression.export import export, require_export_class
 from compression.models import LoadedModel, load_model, max_positions, resolve_device
-from compression.specs import JobSpec
+from compression.specs import JobSpec, Method, check_fit
+from compression.specs.fit import DEFAULT_TOLERANCE
 from compression.surgery import count_params, decoder_linear_params
 
 STAGES = ("load", "calibrate", "evaluate_before", "compress", "evaluate_after", "export")
@@ -42,7 +44,7 @@ class RunSettings:
     model_roots: tuple[Path, ...] = ()
     data_roots: tuple[Path, ...] = ()
     cache_dir: Path | None = None
-    ratio_tolerance: float = 0.01
+    ratio_tolerance: float = DEFAULT_TOLERANCE  # the one tolerance: run() and every method check against it
     max_download_bytes: int | None = None  # hub models larger than this are refused (ModelTooLarge)
     # Uploaded datasets the caller (the service's worker) downloaded: dataset id -> local .txt / .jsonl.
     datasets: Mapping[str, Path] = field(default_factory=dict)
@@ -123,8 +125,9 @@ def _protocol(spec: JobSpec, n_tokens: int) -> dict[str, Any] | None:
     if not ev.enabled:
         return None
     windows = n_tokens // ev.seq_len if ev.max_windows is None else min(n_tokens // ev.seq_len, ev.max_windows)
-    file, split = EVAL_FILES[ev.corpus]
-    return {"corpus": ev.corpus, "file": file, "split": split, "seq_len": ev.seq_len, "windows": windows,
+    file, split = (ev.dataset_id, "uploaded dataset") if ev.corpus == "dataset" else EVAL_FILES[ev.corpus]
+    dataset = {"dataset_id": ev.dataset_id, "dataset_sha256": ev.dataset_sha256} if ev.corpus == "dataset" else {}
+    return {"corpus": ev.corpus, **dataset, "file": file, "split": split, "seq_len": ev.seq_len, "windows": windows,
             "tokens": windows * ev.seq_len, "predicted_tokens": windows * (ev.seq_len - 1),
             "text_tokens": n_tokens, "batch_size": ev.batch_size, "dtype": spec.dtype, "seed": spec.seed,
             "formula": "exp(mean NLL over all predicted tokens of non-overlapping windows)"}
@@ -166,6 +169,8 @@ def run(
         check_user_file(spec.calibration.path or "", settings.data_roots)  # fail before loading a model
     if spec.calibration.source == "dataset" and compressor.info.requires_calibration:
         dataset_file(spec.calibration.dataset_id, settings.datasets)
+    if spec.evaluation.enabled and spec.evaluation.corpus == "dataset":
+        dataset_file(spec.evaluation.dataset_id, settings.datasets)
     estimate = preflight(spec, model_roots=settings.model_roots, cache_dir=settings.cache_dir, device=device.type,
                          device_limit=settings.device_memory_limit, host_limit=settings.host_memory_limit)
     stages = _Stages(progress, should_stop, device)
@@ -177,6 +182,22 @@ def run(
         raise
 
 
+def config_checks(spec: JobSpec, settings: RunSettings) -> Callable[[dict[str, Any], ArchSpec], None]:
+    """The checks that need only the model's config.json, run before any weight is loaded: the method
+    applies to the family, the targets exist in it, shortgpt's ratio is reachable for its depth, and
+    the family's low-rank export class exists."""
+
+    def check(config: dict[str, Any], arch: ArchSpec) -> None:
+        try:
+            check_fit(spec.method, spec.target_ratio, spec.options, config, settings.ratio_tolerance)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        if spec.method != Method.SHORTGPT and not spec.export.dense:
+            require_export_class(arch)
+
+    return check
+
+
 def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, stages: _Stages,
          device: torch.device, estimate: Estimate | None) -> RunResult:
     from compression.methods import CompressionContext
@@ -184,7 +205,8 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
     with stages.stage("load", f"loading {spec.model}"):
         lm: LoadedModel = load_model(spec.model, spec.revision, model_roots=settings.model_roots,
                                      cache_dir=settings.cache_dir, dtype=spec.dtype, device=device,
-                                     max_download_bytes=settings.max_download_bytes)
+                                     max_download_bytes=settings.max_download_bytes,
+                                     check=config_checks(spec, settings))
     model, limit = lm.model, max_positions(lm.model)
     if spec.evaluation.enabled and limit is not None and spec.evaluation.seq_len > limit:
         raise InvalidInput(f"evaluation.seq_len {spec.evaluation.seq_len} exceeds the model's maximum of {limit}")
@@ -198,7 +220,8 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
     ev, tokens, ppl_before = spec.evaluation, None, None
     with stages.stage("evaluate_before", f"perplexity on {ev.corpus}" if ev.enabled else "evaluation disabled"):
         if ev.enabled:
-            tokens = eval_tokens(lm.tokenizer, ev.corpus, settings.data_dir)
+            dataset = dataset_file(ev.dataset_id, settings.datasets) if ev.corpus == "dataset" else None
+            tokens = eval_tokens(lm.tokenizer, ev.corpus, settings.data_dir, dataset)
             ppl_before = perplexity(model, tokens, ev.seq_len, ev.max_windows, ev.batch_size, device,
                                     progress=stages.reporter("evaluate_before"))
 
@@ -207,7 +230,8 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
         ctx = CompressionContext(
             model=model, tokenizer=lm.tokenizer, arch=lm.arch, options=spec.method_options(),
             target_ratio=spec.target_ratio, calibration=calib, device=device, seed=spec.seed,
-            data_dir=settings.data_dir, progress=stages.reporter("compress"), should_stop=stages.should_stop,
+            data_dir=settings.data_dir, ratio_tolerance=settings.ratio_tolerance,
+            progress=stages.reporter("compress"), should_stop=stages.should_stop,
         )
         method_report = compressor.compress(ctx)
     params_after, linear_after = count_params(model), decoder_linear_params(model, lm.arch)
@@ -224,6 +248,9 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
             ppl_after = perplexity(model, tokens, ev.seq_len, ev.max_windows, ev.batch_size, device,
                                    progress=stages.reporter("evaluate_after"))
 
+    calibration = _calibration_record(spec, calib)
+    if calibration is not None and "routed_tokens" in method_report.details:  # mixture of experts
+        calibration["routed_tokens"] = method_report.details.pop("routed_tokens")
     report: dict[str, Any] = {
         "method": spec.method.value, "target_ratio": spec.target_ratio,
         "achieved_ratio": achieved, "achieved_ratio_total": 1.0 - params_after / params_before,
@@ -231,7 +258,7 @@ def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, s
         "decoder_linear_params_before": linear_before, "decoder_linear_params_after": linear_after,
         "metrics": {"ppl_before": ppl_before, "ppl_after": ppl_after, **method_report.metrics},
         "protocol": _protocol(spec, 0 if tokens is None else int(tokens.numel())),
-        "calibration": _calibration_record(spec, calib),
+        "calibration": calibration,
         "spec": spec.model_dump(mode="json"), "method_details": method_report.details,
         # What was asked, what `auto` resolved to from the preflight estimate, and what ran: every run is
         # resident until the layer-streaming engine lands.
