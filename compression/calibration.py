@@ -8,6 +8,7 @@ Calibration corpora (files under the data folder):
   tinystories -> tinystories/TinyStories-train.head197k.txt (train head).
   alpaca      -> alpaca/alpaca_data.subset5000.json, each example rendered with the Alpaca prompt.
   file        -> a user .txt, or .jsonl with field "text", that must lie under an allowed data root.
+  texts       -> strings given inline in the spec, joined by blank lines.
 Windows start at uniformly drawn character offsets (as SVD-LLM's sampler does), drawn with a private
 torch.Generator seeded by ``seed``, so the caller's global RNG is untouched.
 """
@@ -93,6 +94,9 @@ def user_file_text(path: str, data_roots: Sequence[Path]) -> str:
 
 
 def calibration_text(spec: CalibrationSpec, data_dir: Path, data_roots: Sequence[Path] = ()) -> str:
+    if spec.source == "texts":
+        assert spec.texts is not None  # CalibrationSpec guarantees it
+        return "\n\n".join(spec.texts)
     if spec.source == "file":
         assert spec.path is not None  # CalibrationSpec guarantees it
         return user_file_text(spec.path, data_roots)

@@ -21,13 +21,16 @@ import torch
 from torch import nn
 
 from compression.architectures import arch_for
+from compression.checkpoint import weight_bytes
 from compression.errors import InvalidInput
 from compression.lowrank import LowRankLinear
+from compression.model_card import CARD_NAME, render_card
 from compression.models import LoadedModel, resolve_device, resolve_dtype
 
 REMOTE_CODE = Path(__file__).parent / "remote_code" / "modeling_spectra.py"
 REMOTE_CLASSES = {"llama": "SpectraLlamaForCausalLM", "mistral": "SpectraMistralForCausalLM",
                   "qwen2": "SpectraQwen2ForCausalLM"}
+SPECTRA_MODEL_TYPE_PREFIX = "spectra_"  # the same prefix as modeling_spectra.MODEL_TYPE_PREFIX
 REPORT_NAME = "compression.json"
 MAX_SHARD_BYTES = 2 * 1024**3
 
@@ -97,13 +100,39 @@ def _write_config(model: nn.Module, folder: Path, ranks: dict[str, int], dtype: 
             delattr(config, attr)
     if dtype is not None:
         config.dtype = dtype
-    if ranks:
-        cls = REMOTE_CLASSES[config.model_type]
-        config.spectra_low_rank = ranks
-        config.auto_map = {"AutoModelForCausalLM": f"modeling_spectra.{cls}"}
-        config.architectures = [cls]
-        shutil.copy2(REMOTE_CODE, folder / REMOTE_CODE.name)
+    if not ranks:
+        config.save_pretrained(folder)
+        return
+    cls = REMOTE_CLASSES[config.model_type]
+    config.spectra_low_rank = ranks
+    config.architectures = [cls]
     config.save_pretrained(folder)
+    _mark_low_rank(folder / "config.json", cls)
+    shutil.copy2(REMOTE_CODE, folder / REMOTE_CODE.name)
+
+
+def _mark_low_rank(config_path: Path, cls: str) -> None:
+    """Give a low-rank config a model_type of Spectra's own plus the auto_map to its classes.
+
+    transformers does not know "spectra_<family>", so plain from_pretrained raises and tells the user to
+    pass trust_remote_code=True, instead of loading the stock class with random weights where the factors
+    are. (model_type is a class attribute of the config, so it is set in the written JSON.)
+    """
+    data = json.loads(config_path.read_text())
+    data["model_type"] = SPECTRA_MODEL_TYPE_PREFIX + data["model_type"]
+    data["auto_map"] = {"AutoConfig": f"modeling_spectra.{remote_config_class(cls)}",
+                        "AutoModelForCausalLM": f"modeling_spectra.{cls}"}
+    config_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def remote_config_class(model_class: str) -> str:
+    """'SpectraLlamaForCausalLM' -> 'SpectraLlamaConfig': each family's pair in modeling_spectra.py."""
+    return model_class.removesuffix("ForCausalLM") + "Config"
+
+
+def base_model_type(model_type: str) -> str:
+    """The stock family of an artifact's model_type ('spectra_llama' -> 'llama')."""
+    return model_type.removeprefix(SPECTRA_MODEL_TYPE_PREFIX)
 
 
 def file_entries(folder: Path) -> list[FileEntry]:
@@ -139,17 +168,22 @@ def export(
     partial.mkdir(parents=True)
     try:
         ranks = {} if dense else {n: m.rank for n, m in low_rank_modules(model).items()}
-        _write_weights(artifact_state_dict(model, dense, torch_dtype), partial, max_shard_bytes)
+        state = artifact_state_dict(model, dense, torch_dtype)
+        _write_weights(state, partial, max_shard_bytes)
+        # The caller's report learns what the artifact weighs (compression.json and the job's metrics).
+        report.setdefault("metrics", {})["weight_bytes_after"] = weight_bytes(partial)
+        report["export"] = {"dense": dense, "dtype": str(torch_dtype or "") or None, "low_rank_modules": len(ranks),
+                            "params": sum(t.numel() for t in state.values())}
         _write_config(model, partial, ranks, torch_dtype)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
         for name, data in (extra_files or {}).items():
             (partial / Path(name).name).write_bytes(data)
+        card = render_card(report, low_rank=bool(ranks), files=[p.name for p in partial.iterdir()])
+        (partial / CARD_NAME).write_text(card, encoding="utf-8")
         entries = file_entries(partial)
-        full = dict(report, export={"dense": dense, "dtype": str(torch_dtype or "") or None,
-                                    "low_rank_modules": len(ranks)},
-                    files={name: {"size": size, "sha256": sha} for name, size, sha in entries})
+        full = dict(report, files={name: {"size": size, "sha256": sha} for name, size, sha in entries})
         (partial / REPORT_NAME).write_text(json.dumps(full, indent=2, sort_keys=True, default=str))
         partial.rename(out_dir)
     except BaseException:
@@ -172,23 +206,33 @@ def verify_files(path: Path) -> None:
             raise InvalidInput(f"artifact file {name} in {path} does not match its sha256 in {REPORT_NAME}")
 
 
+def _stock_config(path: Path) -> Any:
+    """The artifact's config as its stock family's config class (no remote code runs)."""
+    from transformers import AutoConfig
+
+    data = json.loads((path / "config.json").read_text())
+    family = base_model_type(str(data.pop("model_type", "")))
+    arch_for(family)  # refuse an unsupported family with the supported list
+    for key in ("auto_map", "architectures", "transformers_version"):
+        data.pop(key, None)
+    return AutoConfig.for_model(family, **data)
+
+
 def load_compressed(
     path: Path, *, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None, verify: bool = True
 ) -> LoadedModel:
     """Our own loader: stock architecture, low-rank modules swapped in, weights loaded strictly."""
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
     if not (path / "config.json").is_file():
         raise InvalidInput(f"{path} is not an artifact folder (no config.json)")
     if verify and (path / REPORT_NAME).is_file():
         verify_files(path)
-    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    config = _stock_config(path)
     arch = arch_for(config.model_type)
     ranks: dict[str, int] = dict(getattr(config, "spectra_low_rank", None) or {})
-    if hasattr(config, "auto_map"):
-        delattr(config, "auto_map")
     torch_dtype = resolve_dtype(dtype) if dtype is not None else getattr(config, "dtype", None) or torch.float32
     if isinstance(torch_dtype, str):
         torch_dtype = resolve_dtype(torch_dtype)
@@ -212,5 +256,5 @@ def load_compressed(
     if tied:
         model.tie_weights()
     model.to(resolve_device(device)).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, config=config)  # the stock config: no remote-code prompt
     return LoadedModel(model=model, tokenizer=tokenizer, arch=arch, source={"kind": "artifact", "path": str(path)})

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM
+from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM)
+
+# A low-rank artifact's config.json names model_type "spectra_<family>", which transformers does not
+# know: plain from_pretrained refuses it and says to pass trust_remote_code=True, instead of silently
+# building the stock model with random projections where the factors are.
+MODEL_TYPE_PREFIX = "spectra_"
 
 
 class SpectraLowRankLinear(nn.Module):
@@ -40,23 +46,40 @@ def _swap_low_rank(model: nn.Module, ranks: dict[str, int]) -> None:
         setattr(parent, child, new)
 
 
-def _low_rank_variant(base: type) -> type:
+def _spectra_config(base: type) -> type:
+    class SpectraConfig(base):  # type: ignore[misc, valid-type]
+        model_type = MODEL_TYPE_PREFIX + base.model_type
+
+    SpectraConfig.__name__ = SpectraConfig.__qualname__ = f"Spectra{base.__name__}"
+    return SpectraConfig
+
+
+def _low_rank_variant(base: type, config_class: type) -> type:
     class SpectraVariant(base):  # type: ignore[misc, valid-type]
         def __init__(self, config, *args, **kwargs):  # type: ignore[no-untyped-def]
             super().__init__(config, *args, **kwargs)
             _swap_low_rank(self, dict(getattr(config, "spectra_low_rank", None) or {}))
 
+    SpectraVariant.config_class = config_class
     SpectraVariant.__name__ = SpectraVariant.__qualname__ = f"Spectra{base.__name__}"
     return SpectraVariant
 
 
-SpectraLlamaForCausalLM = _low_rank_variant(LlamaForCausalLM)
-SpectraMistralForCausalLM = _low_rank_variant(MistralForCausalLM)
-SpectraQwen2ForCausalLM = _low_rank_variant(Qwen2ForCausalLM)
+SpectraLlamaConfig = _spectra_config(LlamaConfig)
+SpectraMistralConfig = _spectra_config(MistralConfig)
+SpectraQwen2Config = _spectra_config(Qwen2Config)
+SpectraLlamaForCausalLM = _low_rank_variant(LlamaForCausalLM, SpectraLlamaConfig)
+SpectraMistralForCausalLM = _low_rank_variant(MistralForCausalLM, SpectraMistralConfig)
+SpectraQwen2ForCausalLM = _low_rank_variant(Qwen2ForCausalLM, SpectraQwen2Config)
 
-# model_type -> class name in this file (export.py writes the matching one into auto_map)
+# model_type -> (config class, model class) in this file; export.py writes the pair into auto_map
 CLASS_FOR_MODEL_TYPE = {
     "llama": "SpectraLlamaForCausalLM",
     "mistral": "SpectraMistralForCausalLM",
     "qwen2": "SpectraQwen2ForCausalLM",
+}
+CONFIG_FOR_MODEL_TYPE = {
+    "llama": "SpectraLlamaConfig",
+    "mistral": "SpectraMistralConfig",
+    "qwen2": "SpectraQwen2Config",
 }

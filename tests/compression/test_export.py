@@ -53,6 +53,10 @@ def test_low_rank_export_reloads_identically_three_ways(tiny_model, tiny_tokeniz
 
     ours = load_compressed(out).model
     assert torch.equal(_logits(ours, ids), expected)
+    assert config["model_type"] == "spectra_llama"  # unknown to transformers: plain loading cannot go wrong
+    for plain in ({}, {"trust_remote_code": False}):
+        with pytest.raises(ValueError, match="trust_remote_code=True"):
+            AutoModelForCausalLM.from_pretrained(out, **plain)
     remote = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True, dtype=torch.float32).eval()
     assert type(remote).__name__ == "SpectraLlamaForCausalLM"
     assert torch.equal(_logits(remote, ids), expected)
