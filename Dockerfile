@@ -21,7 +21,7 @@ COPY compression ./compression
 
 # --- api: no torch, no transformers ------------------------------------------------------------------
 FROM base AS api
-RUN pip install -e '.[api]' && python -c "import app.main, sys; assert 'torch' not in sys.modules"
+RUN pip install -e '.[api,parquet]' && python -c "import app.main, sys; assert 'torch' not in sys.modules"
 USER spectra
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=5 CMD curl -fsS http://127.0.0.1:8000/healthz || exit 1

@@ -20,15 +20,14 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
 
 from app.api.logredact import install_access_log_redaction
-from app.api.fastreads import FastReads
 from app.api.middleware import BodySizeLimit, HttpMetrics, InflightLimit, RequestMetrics, RequestSlots
 from app.api.auth import KeyCache
 from app.api.ratelimit import RateLimiter
-from app.api.routes import downloads, health, jobs, methods
+from app.api.routes import archive, datasets, downloads, health, jobs, methods
 from app.core.config import Settings, get_settings
+from app.dashboard import mount_dashboard
 from app.core.adb import API_POOL_SIZE, AsyncDatabase
 from app.metrics import AppMetrics
 from app.storage import ArtifactStore, StorageError, store_from_settings
@@ -124,7 +123,7 @@ def _operation_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}" if route.tags else route.name
 
 
-def create_app(settings: Settings | None = None) -> SpectraAPI:
+def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -147,7 +146,7 @@ def create_app(settings: Settings | None = None) -> SpectraAPI:
             await app.state.rate_limiter.close()
 
     install_access_log_redaction()
-    app = SpectraAPI(title="Spectra", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+    app = FastAPI(title="Spectra", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                   generate_unique_id_function=_operation_id)
     app.state.settings = settings
     app.state.store = _lazy_store(settings)
@@ -156,8 +155,9 @@ def create_app(settings: Settings | None = None) -> SpectraAPI:
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, redis_url=settings.broker_url)
     app.state.metrics = AppMetrics(settings)
 
-    for router in (jobs.router, methods.router, downloads.router, health.router):
+    for router in (jobs.router, archive.router, datasets.router, methods.router, downloads.router, health.router):
         app.include_router(router)
+    mount_dashboard(app)
 
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
@@ -168,26 +168,18 @@ def create_app(settings: Settings | None = None) -> SpectraAPI:
     app.add_exception_handler(Exception, _unexpected)
 
     slots, recorder = RequestSlots(API_POOL_SIZE), RequestMetrics(app.state.metrics)
-    app.fast_reads = FastReads(app, slots=slots, recorder=recorder)
     if settings.cors_origins:  # closed unless origins are configured
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "Content-Type", "Idempotency-Key"])
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # A dataset upload is a file plus multipart framing (boundaries, part headers: well under 64 KiB);
+    # the route refuses a file over the limit itself, with the exact number.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, uploads={
+        "/v1/datasets": (settings.dataset_max_bytes + 65536, "SPECTRA_DATASET_MAX_BYTES")})
     # As many requests at once as the async pool has connections (none waits on the pool), which also
     # stays below the sync pool's size for the routes that still use it (see app.core.db).
     app.add_middleware(InflightLimit, slots=slots)
     app.add_middleware(HttpMetrics, recorder=recorder)
     return app
-
-
-class SpectraAPI(FastAPI):
-    """FastAPI, with the two polled reads answered before its middleware stack (app.api.fastreads)."""
-
-    fast_reads: FastReads | None = None  # None: every request goes through the stack (tests compare)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.fast_reads is None or not await self.fast_reads.answer(scope, receive, send):
-            await super().__call__(scope, receive, send)
 
 
 def _freeze_startup_objects() -> None:

@@ -150,3 +150,21 @@ class Artifact(Base):
     storage_key: Mapped[str] = mapped_column(String(2048))
 
     job: Mapped[Job] = relationship(back_populates="artifacts")
+
+
+class Dataset(Base):
+    """A calibration/evaluation text file a tenant uploaded (POST /v1/datasets); the bytes live in the
+    artifact store under storage_key, the row exists only once they are stored."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (Index("ix_datasets_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_job_id)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(255))  # the uploaded file's name, as given
+    format: Mapped[str] = mapped_column(String(16))  # txt | jsonl | parquet
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    records: Mapped[int] = mapped_column(Integer)  # non-empty lines (txt) or rows with text (jsonl, parquet)
+    storage_key: Mapped[str] = mapped_column(String(2048))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

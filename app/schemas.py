@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.models import Artifact, Job, JobEvent
+from app.models import Artifact, Dataset, Job, JobEvent
 
 
 class Progress(BaseModel):
@@ -35,9 +35,11 @@ class JobOut(BaseModel):
     revision: str | None
     method: str
     target_ratio: float
-    spec: dict[str, Any] = Field(..., description="The validated job spec, defaults filled in")
+    spec: dict[str, Any] | None = Field(
+        None, description="The validated job spec, defaults filled in (list items: only with ?include=spec)")
     progress: Progress
-    metrics: dict[str, Any] | None
+    metrics: dict[str, Any] | None = Field(
+        None, description="Perplexity, parameter counts, timings once finished (list items: only with ?include=metrics)")
     error: JobError | None
     attempts: int
     cancel_requested: bool
@@ -93,16 +95,39 @@ class ArtifactOut(BaseModel):
         return cls(name=artifact.name, size=artifact.size, sha256=artifact.sha256, url=url, expires_in=ttl)
 
 
+class DatasetOut(BaseModel):
+    id: str = Field(..., description="Use as calibration.dataset_id with calibration.source 'dataset'")
+    name: str = Field(..., description="The uploaded file's name")
+    format: str = Field(..., description="txt | jsonl | parquet")
+    size: int
+    sha256: str = Field(..., description="sha256 of the file as uploaded; jobs that use it record it")
+    records: int = Field(..., description="Non-empty lines (txt) or rows with text (jsonl, parquet)")
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, dataset: Dataset) -> "DatasetOut":
+        return cls(id=dataset.id, name=dataset.name, format=dataset.format, size=dataset.size,
+                   sha256=dataset.sha256, records=dataset.records, created_at=dataset.created_at)
+
+
 class MethodOut(BaseModel):
     name: str
     summary: str
     paper: str | None
     requires_calibration: bool
     options_schema: dict[str, Any] = Field(..., description="JSON Schema of the method's `options` object")
+    execution_schema: dict[str, Any] = Field(
+        ..., description="JSON Schema of the job's `execution` object (resident or layer-by-layer, memory limits)"
+    )
 
 
 class ErrorOut(BaseModel):
     detail: str = Field(..., description="What went wrong and what to change")
+
+
+class UploadProblem(BaseModel):
+    detail: str | list[dict[str, Any]] = Field(
+        ..., description="What is wrong with the file (a sentence), or which form field is missing (a list)")
 
 
 class CheckResult(BaseModel):

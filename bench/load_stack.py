@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from app.core.pgreads import libpq_dsn  # noqa: E402
+from app.core.db import libpq_dsn  # noqa: E402
 from tests.service.support.processes import Process, free_port, start_worker, wait_until  # noqa: E402
 
 POSTGRES_URL = os.environ.get("SPECTRA_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

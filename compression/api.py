@@ -20,7 +20,7 @@ from compression.errors import InvalidInput
 from compression.specs import JobSpec
 from compression.specs.job import CalibrationCorpus
 
-NAMED_CORPORA = tuple(c for c in CalibrationCorpus.__args__ if c not in ("file", "texts"))  # type: ignore[attr-defined]
+NAMED_CORPORA = tuple(c for c in CalibrationCorpus.__args__ if c not in ("file", "texts", "dataset"))  # type: ignore[attr-defined]
 
 
 def local_model(ref: str | Path) -> Path | None:

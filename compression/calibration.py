@@ -9,6 +9,8 @@ Calibration corpora (files under the data folder):
   alpaca      -> alpaca/alpaca_data.subset5000.json, each example rendered with the Alpaca prompt.
   file        -> a user .txt, or .jsonl with field "text", that must lie under an allowed data root.
   texts       -> strings given inline in the spec, joined by blank lines.
+  dataset     -> a dataset uploaded to the service: the caller (the worker) has downloaded it and passes
+                 its local .txt / .jsonl file in ``datasets`` (dataset id -> path).
 Windows start at uniformly drawn character offsets (as SVD-LLM's sampler does), drawn with a private
 torch.Generator seeded by ``seed``, so the caller's global RNG is untouched.
 """
@@ -16,7 +18,7 @@ torch.Generator seeded by ``seed``, so the caller's global RNG is untouched.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +95,25 @@ def user_file_text(path: str, data_roots: Sequence[Path]) -> str:
     return _read_jsonl_text(resolved)
 
 
-def calibration_text(spec: CalibrationSpec, data_dir: Path, data_roots: Sequence[Path] = ()) -> str:
+def dataset_file(dataset_id: str | None, datasets: Mapping[str, Path]) -> Path:
+    """The local file the caller resolved for an uploaded dataset's id."""
+    if dataset_id not in datasets:
+        raise InvalidInput(f"dataset {dataset_id} is not available here: datasets uploaded with POST /v1/datasets "
+                           "are used by the service's worker; locally, use calibration.source 'file' with its path")
+    path = Path(datasets[dataset_id])
+    if path.suffix not in (".txt", ".jsonl"):
+        raise InvalidInput(f"dataset file {path.name} must be .txt or .jsonl")
+    return _require(path, "dataset")
+
+
+def calibration_text(spec: CalibrationSpec, data_dir: Path, data_roots: Sequence[Path] = (),
+                     datasets: Mapping[str, Path] | None = None) -> str:
     if spec.source == "texts":
         assert spec.texts is not None  # CalibrationSpec guarantees it
         return "\n\n".join(spec.texts)
+    if spec.source == "dataset":
+        path = dataset_file(spec.dataset_id, datasets or {})
+        return path.read_text(encoding="utf-8") if path.suffix == ".txt" else _read_jsonl_text(path)
     if spec.source == "file":
         assert spec.path is not None  # CalibrationSpec guarantees it
         return user_file_text(spec.path, data_roots)
@@ -122,6 +139,7 @@ def calibration_windows(
     seed: int = 0,
     *,
     max_positions: int | None = None,
+    datasets: Mapping[str, Path] | None = None,
 ) -> torch.Tensor:
     """LongTensor [spec.samples, spec.seq_len] of seeded random windows of the corpus.
 
@@ -133,7 +151,7 @@ def calibration_windows(
         raise InvalidInput(
             f"calibration.seq_len {spec.seq_len} exceeds the model's maximum of {max_positions} positions"
         )
-    text = calibration_text(spec, data_dir, data_roots)
+    text = calibration_text(spec, data_dir, data_roots, datasets)
     gen = torch.Generator().manual_seed(seed)
     probe = text[:20_000]
     chars_per_token = len(probe) / max(1, len(_ids(tokenizer, probe)))

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from compression.errors import Cancelled, InvalidInput, SpectraError
-from compression.specs import METHODS, JobSpec
+from compression.specs import EXECUTION_MODES, METHODS, OFFLOAD_TARGETS, JobSpec
 
 REPO = Path(__file__).resolve().parents[1]
 EXIT_BAD_INPUT = 2
@@ -113,6 +113,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default=None, help="auto | cpu | cuda")
     c.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
     c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--execution", default=None, choices=list(EXECUTION_MODES),
+                   help="resident: whole model on the device; sequential: one decoder layer at a time; "
+                   "auto (default): resident when the preflight estimate fits, sequential otherwise")
+    c.add_argument("--offload", default=None, choices=list(OFFLOAD_TARGETS),
+                   help="sequential mode: layers wait in host memory (cpu, default) or on disk")
+    c.add_argument("--max-device-memory", default=None, metavar="SIZE",
+                   help="device memory the job may use: bytes or e.g. 24GiB (default: no limit)")
+    c.add_argument("--max-host-memory", default=None, metavar="SIZE",
+                   help="host memory the job may use: bytes or e.g. 64GiB (default: no limit)")
     c.add_argument("--dense", action="store_true", help="merge factors into plain weights on export")
     c.add_argument("--export-dtype", default=None, help="weights dtype of the artifact")
     c.add_argument("--quiet", action="store_true", help="no progress output and no summary table")
@@ -132,12 +141,14 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
     if args.no_eval:
         evaluation["enabled"] = False
     export = given(dtype=args.export_dtype)
+    execution = given(mode=args.execution, offload=args.offload, max_device_memory=args.max_device_memory,
+                      max_host_memory=args.max_host_memory)
     if args.dense:
         export["dense"] = True
     return JobSpec.model_validate(given(
         model=_absolute_if_local(args.model), revision=args.revision, method=args.method, target_ratio=args.ratio,
         options=options_dict(args.option), calibration=calibration, evaluation=evaluation, export=export,
-        device=args.device, dtype=args.dtype, seed=args.seed,
+        execution=execution, device=args.device, dtype=args.dtype, seed=args.seed,
     ))
 
 

@@ -12,7 +12,7 @@ import hashlib
 import platform
 import random
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from compression.calibration import CALIBRATION_FILES, EVAL_FILES, calibration_windows, check_user_file, eval_tokens
+from compression.calibration import (
+    CALIBRATION_FILES, EVAL_FILES, calibration_windows, check_user_file, dataset_file, eval_tokens,
+)
 from compression.errors import Cancelled, InvalidInput, RatioNotReached
 from compression.evaluation import StageTimer, peak_memory, perplexity, reset_peak_memory
 from compression.export import export
@@ -45,6 +47,8 @@ class RunSettings:
     data_roots: tuple[Path, ...] = ()
     cache_dir: Path | None = None
     ratio_tolerance: float = 0.01
+    # Uploaded datasets the caller (the service's worker) downloaded: dataset id -> local .txt / .jsonl.
+    datasets: Mapping[str, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -176,7 +180,10 @@ def _calibration_record(spec: JobSpec, calib: torch.Tensor | None) -> dict[str, 
                   "sha256": hashlib.sha256("\n\n".join(texts).encode()).hexdigest(), "file": None,
                   "split": "inline texts"}
     else:
-        file, split = (c.path, "user file") if c.source == "file" else CALIBRATION_FILES[c.source]
+        if c.source == "dataset":
+            file, split = c.dataset_id, "uploaded dataset"
+        else:
+            file, split = (c.path, "user file") if c.source == "file" else CALIBRATION_FILES[c.source]
         record = {**c.model_dump(mode="json", exclude={"texts"}), "file": file, "split": split}
     return {**record, "tokens": int(calib.numel()),
             "seed": spec.seed, "sampling": "uniform random window starts, torch.Generator(seed)"}
@@ -209,6 +216,8 @@ def run(
     device = resolve_device(spec.device)
     if spec.calibration.source == "file" and compressor.info.requires_calibration:
         check_user_file(spec.calibration.path or "", settings.data_roots)  # fail before loading a model
+    if spec.calibration.source == "dataset" and compressor.info.requires_calibration:
+        dataset_file(spec.calibration.dataset_id, settings.datasets)
     stages = Stages(progress, should_stop, device)
     try:
         with seeded(spec.seed, device):
@@ -262,7 +271,7 @@ def compress_loaded(lm: LoadedModel, spec: JobSpec, settings: RunSettings, compr
     with stages.stage("calibrate", f"calibration windows from {spec.calibration.source}"):
         if compressor.info.requires_calibration:
             calib = calibration_windows(lm.tokenizer, spec.calibration, settings.data_dir, settings.data_roots,
-                                        spec.seed, max_positions=limit)
+                                        spec.seed, max_positions=limit, datasets=settings.datasets)
 
     ev, tokens, ppl_before, zeroshot_before = spec.evaluation, None, None, None
     with stages.stage("evaluate_before", _evaluation_message(spec)):
@@ -309,6 +318,8 @@ def compress_loaded(lm: LoadedModel, spec: JobSpec, settings: RunSettings, compr
         "zeroshot_protocol": _zeroshot_protocol(spec),
         "calibration": _calibration_record(spec, calib),
         "spec": spec.model_dump(mode="json"), "method_details": method_report.details,
+        # What was asked and what ran: every run is resident until the layer-streaming engine lands.
+        "execution": {"requested": spec.execution.model_dump(mode="json"), "mode": "resident"},
         "source": lm.source, "device": str(device), "versions": versions(),
     }
     return CompressedModel(model=model, tokenizer=lm.tokenizer, report=report, spec=spec,

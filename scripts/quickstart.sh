@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Spectra quickstart: install into .venv, start `spectra serve` with the embedded defaults (SQLite,
 # filesystem broker, local artifact store, one local worker), run one real compression job over the
-# HTTP API with curl, print its progress, metrics and artifacts, then stop the server.
+# HTTP API with curl, print its progress, metrics and artifacts, download the whole artifact as one
+# tar and unpack it into a folder that transformers loads, then stop the server.
 # Set SPECTRA_KEEP_RUNNING=1 to leave the server running afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,4 +98,19 @@ curl -fsS "$API/v1/jobs/$JOB_ID/artifacts" -H "X-API-Key: $KEY" | $PY -c 'import
 for a in json.load(sys.stdin):
     print("  %-28s %10d bytes  sha256 %s" % (a["name"], a["size"], a["sha256"]))
     print("    " + a["url"])'
+
+echo "== download the whole artifact as one tar and unpack it (GET $API/v1/jobs/$JOB_ID/archive)"
+DOWNLOADS=${SPECTRA_DOWNLOAD_DIR:-$SPECTRA_HOME/downloads}
+mkdir -p "$DOWNLOADS"
+curl -fsS -o "$DOWNLOADS/spectra-$JOB_ID.tar" "$API/v1/jobs/$JOB_ID/archive" -H "X-API-Key: $KEY"
+# The sidecar holds the sha256 the server announced in X-Archive-SHA256: check the download against it.
+curl -fsS "$API/v1/jobs/$JOB_ID/archive.sha256" -H "X-API-Key: $KEY" >"$DOWNLOADS/spectra-$JOB_ID.tar.sha256"
+(cd "$DOWNLOADS" && sha256sum -c "spectra-$JOB_ID.tar.sha256")
+tar -xf "$DOWNLOADS/spectra-$JOB_ID.tar" -C "$DOWNLOADS"
+MODEL_DIR="$DOWNLOADS/spectra-$JOB_ID"
+ls -l "$MODEL_DIR"
+GENERATE="$REPO/.venv/bin/python -c \"from transformers import AutoModelForCausalLM, AutoTokenizer; d='$MODEL_DIR'; t=AutoTokenizer.from_pretrained(d, trust_remote_code=True); m=AutoModelForCausalLM.from_pretrained(d, trust_remote_code=True); print(t.decode(m.generate(**t('Once upon a time', return_tensors='pt'), max_new_tokens=40, do_sample=False)[0], skip_special_tokens=True))\""
+echo "generate text from it (low-rank layers load through the modeling file in the folder: trust_remote_code=True):"
+echo "  $GENERATE"
+eval "$GENERATE"
 echo "API key for this tenant (shown once): $KEY"

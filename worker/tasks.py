@@ -26,10 +26,12 @@ from app.core.db import session_scope
 from app.jobstates import JobStatus
 from app.models import Job, utcnow
 from app.storage import job_prefix, store_from_settings
+from app.storage.archive import archive_root, local_archive_digest
 from compression.errors import Cancelled
 from compression.specs import JobSpec
 from worker.celery_app import app
 from worker.config import TASK_NAME
+from worker.datasets import fetch_datasets
 from worker.memorycap import job_memory_cap
 from worker.outcome import MAX_TRANSIENT_RETRIES, RETRY_BACKOFF_SECONDS, Failure, classify
 from worker.progress import JobTracker
@@ -84,8 +86,10 @@ def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, An
             try:
                 from compression.run import RunSettings, run  # torch: loaded only in a worker, only here
 
+                datasets = fetch_datasets(settings, spec, tenant_id, work / "datasets")
                 run_settings = RunSettings(model_roots=tuple(settings.model_roots), data_dir=settings.data_dir,
-                                           data_roots=tuple(settings.data_roots), cache_dir=settings.hf_cache_dir)
+                                           data_roots=tuple(settings.data_roots), cache_dir=settings.hf_cache_dir,
+                                           datasets=datasets)
                 with job_memory_cap(settings.worker_job_memory_mb):
                     result = run(JobSpec.model_validate(spec), work / "out", settings=run_settings,
                                  progress=tracker.progress, should_stop=tracker.should_stop)
@@ -122,13 +126,14 @@ def _upload_and_publish(settings: Settings, *, job_id: str, worker: str, tenant_
     prefix = f"{job_prefix(tenant_id, job_id)}/attempt-{attempt}"
     try:
         files = store.upload_dir(out_dir, prefix)
+        archive = _archive_record(job_id, out_dir, files)
     except Exception as exc:  # storage flake: nothing was published; drop the partial upload and retry
         log.warning("job %s: upload failed", job_id, exc_info=True)
         _delete_quietly(store, prefix)
         return Failure("upload_failed", f"uploading the artifact failed: {type(exc).__name__}: {exc}",
                        retry=True)
     _record_upload_done(settings, job_id=job_id, count=len(files))
-    metrics = _metrics(report, wall_seconds=wall_seconds, attempt=attempt)
+    metrics = {**_metrics(report, wall_seconds=wall_seconds, attempt=attempt), "archive": archive}
     with session_scope(settings.database_url) as session:
         if crud.is_cancel_requested(session, job_id=job_id):
             published = False
@@ -145,6 +150,14 @@ def _upload_and_publish(settings: Settings, *, job_id: str, worker: str, tenant_
     return None
 
 
+def _archive_record(job_id: str, out_dir: Path, files: list[Any]) -> dict[str, Any]:
+    """sha256 and length of GET /v1/jobs/{id}/archive, hashed here once from the local folder, so the
+    API can put them in the headers before it streams the first byte from the store."""
+    mtime = int(time.time())
+    sha256, size = local_archive_digest(archive_root(job_id), out_dir, [(f.name, f.size) for f in files], mtime)
+    return {"format": "tar", "sha256": sha256, "bytes": size, "mtime": mtime}
+
+
 def _record_upload_done(settings: Settings, *, job_id: str, count: int) -> None:
     with session_scope(settings.database_url) as session:
         crud.set_progress(session, job_id=job_id, stage="upload", fraction=1.0, message=f"uploaded {count} files")
@@ -154,11 +167,33 @@ def _metrics(report: dict[str, Any], *, wall_seconds: float, attempt: int) -> di
     """What the job row keeps: the library's metrics and ratios, plus the service's wall time and attempt."""
     metrics: dict[str, Any] = dict(report.get("metrics") or {})
     for key in ("target_ratio", "achieved_ratio", "achieved_ratio_total", "params_before", "params_after",
-                "decoder_linear_params_before", "decoder_linear_params_after", "protocol", "device"):
+                "decoder_linear_params_before", "decoder_linear_params_after", "protocol", "calibration",
+                "device"):
         if key in report:
             metrics[key] = report[key]
+    details = _chartable_details(report.get("method_details") or {})
+    if details:
+        metrics["method_details"] = details
     metrics["service"] = {"wall_seconds": round(wall_seconds, 3), "attempt": attempt}
     return metrics
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _chartable_details(details: dict[str, Any]) -> dict[str, Any]:
+    """The method's details the dashboard draws (ranks per matrix, removed or replaced layers, Block
+    Influence) and its scalar settings; logs such as SoCo's training curve stay in compression.json,
+    so the row (and every list page carrying it) does not grow with them."""
+    kept: dict[str, Any] = {}
+    for key, value in details.items():
+        scalar = value is None or isinstance(value, (str, bool)) or _is_number(value)
+        numbers = isinstance(value, list) and all(_is_number(v) for v in value)
+        by_name = isinstance(value, dict) and all(_is_number(v) for v in value.values())
+        if scalar or numbers or by_name:
+            kept[key] = value
+    return kept
 
 
 def _delete_quietly(store: Any, prefix: str) -> None:

@@ -65,8 +65,8 @@ async def authenticate(db: AsyncDatabase, cache: KeyCache, key: str, digest: str
         return principal
     if not looks_like_api_key(key):
         return None
-    rows = await db.read(_BY_HASH, {"digest": digest})
-    row = rows[0] if rows else None
+    async with db.session() as session:
+        row = (await session.execute(_BY_HASH, {"digest": digest})).first()
     if row is None or not key_matches(key, row.key_hash):
         return None
     principal = Principal(id=int(row.id), name=str(row.name))

@@ -6,19 +6,18 @@ authentication awaits the async engine and the rate limiter's Redis on the event
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import State
 
 from app.api.auth import Principal, authenticate
 from app.api.ratelimit import RateLimiter
 from app.core.adb import AsyncDatabase
 from app.core.config import Settings
-from app.core.db import session_factory
 from app.schemas import ErrorOut
 from app.security import hash_api_key
 from app.storage import ArtifactStore
@@ -43,16 +42,13 @@ async def get_db(request: Request) -> AsyncDatabase:
 DbDep = Annotated[AsyncDatabase, Depends(get_db)]
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
-    """A sync session for the routes that are not on the hot path (cancel, events, artifacts)."""
-    session = session_factory(settings.database_url or "")()
-    try:
+async def get_session(db: DbDep) -> AsyncIterator[AsyncSession]:
+    """The request's ORM session (app.core.adb); app.crud's sync functions run in it via run_sync."""
+    async with db.session() as session:
         yield session
-    finally:
-        session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
 async def get_store(request: Request) -> ArtifactStore:
@@ -69,8 +65,7 @@ async def current_tenant(request: Request, key: Annotated[str | None, Depends(ap
 
 
 async def tenant_for_key(state: State, key: str | None) -> Principal:
-    """The tenant behind an X-API-Key value, after its rate limit: 401 or 429 as HTTPException.
-    Shared by the dependency above and app.api.fastreads."""
+    """The tenant behind an X-API-Key value, after its rate limit: 401 or 429 as HTTPException."""
     if not key:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED,
                             "missing API key: send it in the X-API-Key header", headers=_UNAUTHORIZED)

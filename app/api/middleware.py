@@ -23,19 +23,22 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
 class BodySizeLimit:
     """Refuse bodies over max_bytes: from Content-Length up front, or while reading a chunked body."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, uploads: dict[str, tuple[int, str]] | None = None) -> None:
+        """uploads: path -> (limit, setting) for the upload routes, whose bodies are files, not JSON."""
         self.app = app
         self.max_bytes = max_bytes
+        self.uploads = uploads or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        message = f"request body larger than {self.max_bytes} bytes (SPECTRA_MAX_BODY_BYTES); send less"
+        max_bytes, setting = self.uploads.get(scope["path"], (self.max_bytes, "SPECTRA_MAX_BODY_BYTES"))
+        message = f"request body larger than {max_bytes} bytes ({setting}); send less"
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.max_bytes
+                    too_big = int(value) > max_bytes
                 except ValueError:
                     await _send_json(send, 400, {"detail": "invalid Content-Length header"})
                     return
@@ -50,7 +53,7 @@ class BodySizeLimit:
             msg = await receive()
             if msg["type"] == "http.request" and not refused:
                 received += len(msg.get("body", b""))
-                if received > self.max_bytes and not started:
+                if received > max_bytes and not started:
                     # Answer 413 ourselves, then tell the app the client left so it stops reading.
                     refused = True
                     await _send_json(send, 413, {"detail": message})
@@ -69,8 +72,7 @@ class BodySizeLimit:
 
 
 class RequestMetrics:
-    """spectra_http_requests_total and the latency histogram, labelled by route template. Shared by
-    HttpMetrics and app.api.fastreads (which answers its reads before the middleware stack)."""
+    """spectra_http_requests_total and the latency histogram, labelled by route template."""
 
     def __init__(self, metrics: AppMetrics) -> None:
         self.metrics = metrics
@@ -114,8 +116,7 @@ class HttpMetrics:
 
 
 class RequestSlots:
-    """At most `limit` requests of one process at once: taken by InflightLimit, and by app.api.fastreads
-    for the reads it answers before the middleware stack."""
+    """At most `limit` requests of one process at once, taken by InflightLimit."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -132,11 +133,8 @@ class InflightLimit:
     """Let at most `slots.limit` requests run at once per process; the rest wait here, in the event loop.
 
     The limit is the async pool's size (app.core.adb.API_POOL_SIZE), so an admitted request never
-    waits on the pool and a burst cannot end in pool_timeout errors. It also stays below the sync
-    pool's size: the routes that still use a sync session hold its connection across threadpool
-    hops, and without a bound every thread could sit waiting for a connection held by a request that
-    is itself waiting for a thread (bench/api_load.py, one worker, 128 connections: 7 req/s, p50
-    5.6 s). Waiting here costs nothing and holds no connection. Downloads and probes that use no
+    waits on the pool and a burst cannot end in pool_timeout errors. Waiting here costs nothing and
+    holds no connection. Downloads and probes that use no
     session are exempt, so a slow download never takes a slot.
     """
 

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
         "that long at most. 0 = check every request.")
     rate_limit_per_minute: int = Field(0, ge=0, description="Requests per minute per API key; 0 = unlimited.")
     max_active_jobs_per_tenant: int = Field(0, ge=0, description="Queued + running jobs a tenant may have; 0 = unlimited.")
+    dataset_max_bytes: int = Field(
+        100 * 1024 * 1024, ge=1, description="Largest dataset file POST /v1/datasets accepts (413 above).")
+    datasets_per_tenant: int = Field(
+        20, ge=0, description="Datasets a tenant may keep at once (409 above: delete one first); 0 = unlimited.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     sweep_interval_seconds: float = Field(15, gt=0)
 

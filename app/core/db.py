@@ -33,6 +33,11 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def libpq_dsn(url: str) -> str:
+    """postgresql+psycopg://... -> the postgresql://... that libpq (psycopg.connect, psql) reads."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
     cursor = dbapi_connection.cursor()
     # WAL lets the API read while the worker writes; busy_timeout waits instead of 'database is locked'.

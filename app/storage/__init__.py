@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from app.storage.base import ArtifactStore, ObjectNotFound, StorageError, StoredFile, job_prefix
+from app.storage.base import ArtifactStore, ObjectNotFound, StorageError, StoredFile, dataset_prefix, job_prefix
 
 if TYPE_CHECKING:
     from app.core.config import Settings
 
-__all__ = ["ArtifactStore", "ObjectNotFound", "StorageError", "StoredFile", "job_prefix", "store_from_settings"]
+__all__ = ["ArtifactStore", "ObjectNotFound", "StorageError", "StoredFile", "dataset_prefix", "job_prefix",
+           "store_from_settings"]
 
 
 def store_from_settings(settings: "Settings") -> ArtifactStore:

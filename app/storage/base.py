@@ -75,3 +75,8 @@ def clean_prefix(prefix: str) -> str:
 def job_prefix(tenant_id: int | str, job_id: str) -> str:
     """Where a job's artifact lives: tenants/{tenant}/jobs/{job}."""
     return f"tenants/{tenant_id}/jobs/{job_id}"
+
+
+def dataset_prefix(tenant_id: int | str, dataset_id: str) -> str:
+    """Where an uploaded dataset lives: tenants/{tenant}/datasets/{dataset}."""
+    return f"tenants/{tenant_id}/datasets/{dataset_id}"

@@ -6,10 +6,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StringConstraints, ValidationError, ValidationInfo, field_validator, model_validator
 
+from compression.specs.execution import ExecutionSpec
 from compression.specs.common import StrictModel, validate_data_path, validate_model_ref, validate_revision
 from compression.specs.registry import Method, options_class
 
-CalibrationCorpus = Literal["wikitext2", "c4", "tinystories", "alpaca", "file", "texts"]
+CalibrationCorpus = Literal["wikitext2", "c4", "tinystories", "alpaca", "file", "dataset", "texts"]
+# Ids of datasets uploaded through the service (POST /v1/datasets): uuid4 hex.
+DATASET_ID = r"^[0-9a-f]{32}$"
+SHA256 = r"^[0-9a-f]{64}$"
 # Inline calibration texts travel in the job body (and its row): a few paragraphs, not a corpus.
 MAX_INLINE_TEXTS = 256
 MAX_INLINE_TEXT_CHARS = 20_000
@@ -22,11 +26,18 @@ class CalibrationSpec(StrictModel):
 
     source: CalibrationCorpus = Field(
         "wikitext2",
-        description="A named corpus, 'file' for a user-supplied .txt / .jsonl (field 'text'), or 'texts' for "
-                    "strings given inline in 'texts'.",
+        description="A named corpus, 'file' for a user-supplied .txt / .jsonl (field 'text'), 'dataset' "
+        "for a dataset uploaded with POST /v1/datasets, or 'texts' for strings given inline in 'texts'.",
     )
     path: str | None = Field(
         None, description="With source='file': the text or JSONL file (under an allowed data root)."
+    )
+    dataset_id: str | None = Field(
+        None, pattern=DATASET_ID, description="With source='dataset': the id POST /v1/datasets returned."
+    )
+    dataset_sha256: str | None = Field(
+        None, pattern=SHA256, description="With source='dataset': the dataset's sha256. The service fills it in "
+        "at submission (or refuses the job when a given one differs) and the worker checks what it downloads.",
     )
     texts: list[InlineText] | None = Field(
         None, min_length=1, max_length=MAX_INLINE_TEXTS,
@@ -48,6 +59,10 @@ class CalibrationSpec(StrictModel):
             raise ValueError("calibration.texts (a list of strings) is required when calibration.source is 'texts'")
         if self.source != "texts" and self.texts:
             raise ValueError("calibration.texts is only used with calibration.source='texts'")
+        if self.source == "dataset" and not self.dataset_id:
+            raise ValueError("calibration.dataset_id is required when calibration.source is 'dataset'")
+        if self.source != "dataset" and (self.dataset_id or self.dataset_sha256):
+            raise ValueError("calibration.dataset_id and dataset_sha256 are only used with calibration.source='dataset'")
         return self
 
 
@@ -104,6 +119,10 @@ class JobSpec(StrictModel):
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
+    execution: ExecutionSpec = Field(
+        default_factory=ExecutionSpec,
+        description="Resident or layer-by-layer execution and the memory limits the preflight estimate is held to.",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="Compute dtype of the model while compressing."

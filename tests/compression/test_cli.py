@@ -44,12 +44,13 @@ def test_compress_end_to_end(env: Path, tmp_path: Path, capsys: pytest.CaptureFi
     out = tmp_path / "svd-artifact"
     rc = main(["compress", "TinyStories-656K", "--method", "svd", "--ratio", "0.3", "--out", str(out),
                "--eval-corpus", "tinystories", "--eval-seq-len", "128", "--eval-windows", "2", "--device", "cpu",
-               "--option", 'targets=["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"]'])
+               "--execution", "resident", "--option", 'targets=["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"]'])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "perplexity (tinystories)" in captured.out and "ratio removed: 0.30" in captured.out
     report = json.loads((out / "compression.json").read_text())
     assert report["method"] == "svd" and report["protocol"]["windows"] == 2
+    assert report["spec"]["execution"]["mode"] == "resident" and report["execution"]["mode"] == "resident"
     assert "compress" in captured.err  # the progress bars
 
 
@@ -60,6 +61,8 @@ def test_compress_end_to_end(env: Path, tmp_path: Path, capsys: pytest.CaptureFi
         (["--method", "svd", "--ratio", "0.2", "--option", "nope=1"], "nope"),
         (["--method", "asvd", "--ratio", "0.2", "--option", "alpha=7"], "alpha"),
         (["--method", "svd", "--ratio", "0.2", "--model-x"], "unrecognized"),
+        (["--method", "svd", "--ratio", "0.2", "--execution", "streamed"], "--execution"),
+        (["--method", "svd", "--ratio", "0.2", "--max-host-memory", "lots"], "max_host_memory"),
     ],
 )
 def test_bad_input_exits_2_with_message(argv: list[str], message: str, env: Path, tmp_path: Path,

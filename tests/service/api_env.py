@@ -19,9 +19,8 @@ import redis
 from sqlalchemy.engine import make_url
 
 from app import crud
-from app.core.db import dispose_engines, session_scope
+from app.core.db import dispose_engines, libpq_dsn, session_scope
 from app.core.migrations import upgrade_head
-from app.core.pgreads import libpq_dsn
 from tests.service.support.processes import free_port, start_api
 
 POSTGRES_URL = os.environ.get("SPECTRA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

@@ -49,7 +49,7 @@ def test_create_job_commits_row_then_enqueues(api: ApiServer) -> None:
     assert job["status"] == "queued" and job["attempts"] == 0 and job["error"] is None
     assert job["progress"] == {"stage": None, "fraction": None, "message": None}
     assert job["spec"]["calibration"] == {"source": "tinystories", "path": None, "texts": None, "samples": 4,
-                                          "seq_len": 64}
+                                          "seq_len": 64, "dataset_id": None, "dataset_sha256": None}
     assert job["spec"]["options"] == {"targets": ["q_proj", "k_proj"]}
     assert job["links"]["artifacts"] == f"/v1/jobs/{job['id']}/artifacts"
     with session_scope(api.database_url) as session:
@@ -125,7 +125,7 @@ def test_concurrent_requests_with_one_idempotency_key_make_one_job(api: ApiServe
         results = list(pool.map(submit, range(6)))
     assert {code for code, _ in results} == {202} and len({job_id for _, job_id in results}) == 1, results
     with api.client(key) as client:
-        assert [j["spec"]["seed"] for j in client.get("/v1/jobs").json()["items"]] == [7]
+        assert [j["spec"]["seed"] for j in client.get("/v1/jobs", params={"include": "spec"}).json()["items"]] == [7]
 
 
 @pytest.mark.parametrize("kind", ["postgres", "sqlite"])

@@ -28,6 +28,10 @@ from tests.service.api_env import ApiServer, api, job_body, redis_broker  # noqa
 def test_methods_list_every_method_with_its_options_schema(api: ApiServer) -> None:
     with api.client(api.new_key("methods")) as client:
         methods = {m["name"]: m for m in client.get("/v1/methods").json()}
+        openapi = client.get("/openapi.json").json()
+    job_schema = openapi["components"]["schemas"]["JobSpec"]["properties"]
+    assert job_schema["execution"]["$ref"].endswith("/ExecutionSpec")
+    assert openapi["components"]["schemas"]["ExecutionSpec"]["properties"]["mode"]["default"] == "auto"
     assert set(methods) == {m.value for m in METHODS}
     assert methods["svd"]["requires_calibration"] is False and methods["grasp"]["requires_calibration"] is True
     assert methods["grasp"]["paper"].startswith("https://arxiv.org/")
@@ -35,6 +39,10 @@ def test_methods_list_every_method_with_its_options_schema(api: ApiServer) -> No
     assert schema["type"] == "object" and schema["additionalProperties"] is False
     assert {"alpha", "scaling", "targets"} <= set(schema["properties"])
     assert "recovery" in methods["grasp"]["options_schema"]["properties"]
+    execution = methods["svd_llm"]["execution_schema"]
+    assert execution["properties"]["mode"]["enum"] == ["auto", "resident", "sequential"]
+    assert execution["properties"]["offload"]["enum"] == ["cpu", "disk"]
+    assert {"max_device_memory", "max_host_memory"} <= set(execution["properties"])
 
 
 def test_artifacts_download_through_signed_links(api: ApiServer, tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ def test_upgrade_from_nothing_matches_the_models(empty_database: str) -> None:
             diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
             tables = set(inspect(conn).get_table_names())
         assert diff == [], f"models and migrations disagree: {diff}"
-        assert {"tenants", "api_keys", "jobs", "job_events", "artifacts", "alembic_version"} <= tables
+        assert {"tenants", "api_keys", "jobs", "job_events", "artifacts", "datasets", "alembic_version"} <= tables
         command.downgrade(alembic_config(empty_database), "base")
         with engine.connect() as conn:
             assert set(inspect(conn).get_table_names()) <= {"alembic_version"}

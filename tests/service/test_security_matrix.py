@@ -26,7 +26,8 @@ from tests.service.api_env import ApiServer, api, job_body  # noqa: F401  (fixtu
 from tests.service.support.auth import tenant_of
 
 SECRET = b"test-signing-secret"  # what api_env gives the server (SPECTRA_SIGNING_SECRET)
-JOB_ENDPOINTS = [("GET", ""), ("POST", "/cancel"), ("GET", "/events"), ("GET", "/artifacts")]
+JOB_ENDPOINTS = [("GET", ""), ("POST", "/cancel"), ("GET", "/events"), ("GET", "/artifacts"),
+                 ("GET", "/archive"), ("GET", "/archive.sha256")]
 FILES = {"config.json": b'{"layers": 2}', "model.safetensors": bytes(range(256)) * 64}
 
 
