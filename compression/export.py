@@ -1,9 +1,12 @@
 """The artifact folder: safetensors (+ shards), config, tokenizer, generation config, compression.json.
 
 Low-rank linears are stored as two factors (``<m>.in_proj.weight`` [k, n], ``<m>.out_proj.weight``
-[m, k], ``<m>.out_proj.bias``) with ``config.spectra_low_rank = {module: rank}`` and an ``auto_map``
-to ``modeling_spectra.py`` (copied into the folder) for ``trust_remote_code`` loading. A model with
-no low-rank modules (layer removal) or a ``dense`` export is a plain config that loads anywhere.
+[m, k], ``<m>.out_proj.bias``) with ``config.spectra_low_rank = {module: rank}``, a ``model_type`` of
+Spectra's own (``spectra_llama``: plain transformers refuses it rather than load random weights) and an
+``auto_map`` to ``modeling_spectra.py`` (copied into the folder) for ``trust_remote_code`` loading. A
+model with no low-rank modules (layer removal) or a ``dense`` export is a plain config that loads
+anywhere. Weights are stored in the dtype asked for (run() passes the source checkpoint's), and every
+folder gets a model card (README.md).
 Everything is written to ``<out_dir>.partial`` and renamed at the end, so a half-written artifact is
 never visible under ``out_dir``.
 """

@@ -72,14 +72,9 @@ SpectraLlamaForCausalLM = _low_rank_variant(LlamaForCausalLM, SpectraLlamaConfig
 SpectraMistralForCausalLM = _low_rank_variant(MistralForCausalLM, SpectraMistralConfig)
 SpectraQwen2ForCausalLM = _low_rank_variant(Qwen2ForCausalLM, SpectraQwen2Config)
 
-# model_type -> (config class, model class) in this file; export.py writes the pair into auto_map
+# model_type -> class name in this file (export.py writes the matching one, and its Config, into auto_map)
 CLASS_FOR_MODEL_TYPE = {
     "llama": "SpectraLlamaForCausalLM",
     "mistral": "SpectraMistralForCausalLM",
     "qwen2": "SpectraQwen2ForCausalLM",
-}
-CONFIG_FOR_MODEL_TYPE = {
-    "llama": "SpectraLlamaConfig",
-    "mistral": "SpectraMistralConfig",
-    "qwen2": "SpectraQwen2Config",
 }
