@@ -40,6 +40,25 @@ def _parser() -> argparse.ArgumentParser:
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
     key = admin_sub.add_parser("create-key", help="create an API key (and the tenant if needed); prints it once")
     key.add_argument("--tenant", required=True)
+    tenant = admin_sub.add_parser("set-tenant", help="change a tenant's priority and limits")
+    tenant.add_argument("name")
+    tenant.add_argument("--priority", type=int, default=argparse.SUPPRESS,
+                        help="queued jobs of higher-priority tenants are claimed first (default 0)")
+    for option, what in (("--max-active-jobs", "queued + running jobs"),
+                         ("--submissions-per-minute", "job submissions per minute"),
+                         ("--daily-gpu-seconds", "worker seconds per 24 hours")):
+        tenant.add_argument(option, type=_limit, metavar="N|default", default=argparse.SUPPRESS,
+                            help=f"{what} (0 = unlimited; 'default' = the service-wide setting)")
+    tenant.add_argument("--allowed-models", type=_patterns, metavar="PATTERN[,PATTERN...]|default",
+                        default=argparse.SUPPRESS, help="model refs the tenant may compress, as shell patterns "
+                        "('org/*', 'org/name', a local folder name); 'default' = SPECTRA_ALLOWED_MODELS")
+    admin_sub.add_parser("list-tenants", help="tenants with their priority, limits and number of live keys")
+    keys = admin_sub.add_parser("list-keys", help="API keys (prefix, tenant, created, revoked); never the keys")
+    keys.add_argument("--tenant")
+    revoke = admin_sub.add_parser("revoke-key", help="revoke an API key: its requests and the download links "
+                                  "issued to it stop working")
+    revoke.add_argument("--tenant", required=True)
+    revoke.add_argument("prefix", help="the key's prefix as list-keys shows it (or the whole key)")
 
     for name in LIBRARY_COMMANDS:
         sub.add_parser(name, help=f"the library's `{name}` (see `spectra {name} --help`)", add_help=False)
@@ -67,7 +86,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "admin" and args.admin_command == "create-key":
         print(create_key(args.tenant))
         return 0
+    if args.command == "admin":
+        from app.admin import run_admin
+
+        return run_admin(args)
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _limit(text: str) -> int | None:
+    """A limit on the command line: a number >= 0, or 'default' (None: the service-wide setting)."""
+    if text == "default":
+        return None
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("a limit is a number >= 0 (0 = unlimited) or 'default'")
+    return value
+
+
+def _patterns(text: str) -> list[str] | None:
+    return None if text == "default" else [p.strip() for p in text.split(",") if p.strip()]
 
 
 def migrate() -> None:
@@ -97,11 +134,9 @@ def _is_sqlite(url: str | None) -> bool:
 
 
 def run_worker(concurrency: int, queues: str, loglevel: str) -> int:
-    from worker.celery_app import app
-
-    app.worker_main(["worker", "-Q", queues, "-c", str(concurrency), "--pool", "prefork",
-                     "--loglevel", loglevel, "-O", "fair"])
-    return 0
+    """Replace this process with a Celery worker (worker.celery_app, named, never imported by app/)."""
+    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", queues,
+                              "-c", str(concurrency), "--pool", "prefork", "--loglevel", loglevel, "-O", "fair"])
 
 
 def _start_local_worker() -> subprocess.Popen[bytes]:
@@ -133,8 +168,9 @@ def serve(host: str, port: int, *, start_worker: bool = True) -> int:
     import uvicorn
 
     from app.core.config import get_settings
-    from worker.celery_app import send_compress
-    from worker.sweeper import Sweeper
+    from app.queue import enqueue_compress
+    from app.supervisor import WorkerSupervisor, set_current
+    from app.sweeper import Sweeper
 
     # uvicorn re-raises the SIGTERM/SIGINT it handled once it has shut down; turn that into SystemExit so
     # the `finally` below still stops the sweeper and the local worker instead of dying on the spot.
@@ -143,16 +179,22 @@ def serve(host: str, port: int, *, start_worker: bool = True) -> int:
     settings = get_settings()
     if _is_sqlite(settings.database_url):
         migrate()
-    local_worker = _start_local_worker() if start_worker and settings.is_embedded_broker else None
-    sweeper = Sweeper.from_settings(settings, send=send_compress)
+    supervisor = None
+    if start_worker and settings.is_embedded_broker:
+        # Restarted with backoff when it dies; /readyz (same process) reports its state.
+        supervisor = WorkerSupervisor(_start_local_worker, _stop_process_group)
+        supervisor.start()
+        set_current(supervisor)
+    sweeper = Sweeper.from_settings(settings, send=lambda job_id: enqueue_compress(settings, job_id))
     sweeper.start()
     try:
         # uvicorn handles SIGINT/SIGTERM itself and returns here after a graceful shutdown.
         uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
     finally:
         sweeper.stop()
-        if local_worker is not None:
-            _stop_process_group(local_worker)
+        if supervisor is not None:
+            set_current(None)
+            supervisor.stop()
     return 0
 
 

@@ -37,3 +37,4 @@ class EventKind(StrEnum):
     STAGE = "stage"
     MESSAGE = "message"
     ERROR = "error"
+    PROGRESS = "progress"  # a step within a stage (throttled; never a layer skipped): worker.progress

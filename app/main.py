@@ -22,8 +22,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api.logredact import install_access_log_redaction
-from app.api.middleware import BodySizeLimit, HttpMetrics, InflightLimit, RequestMetrics, RequestSlots
+from app.api.middleware import BodyGuard, HttpMetrics, InflightLimit, RequestMetrics, RequestSlots
 from app.api.auth import KeyCache
+from app.api.docs import serve_docs
+from app.api.eventhub import EventHub
 from app.api.ratelimit import RateLimiter
 from app.api.routes import archive, datasets, downloads, health, jobs, methods
 from app.core.config import Settings, get_settings
@@ -144,16 +146,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gc.set_threshold(*thresholds)
             await app.state.db.dispose()
             await app.state.rate_limiter.close()
+            await app.state.event_hub.close()
 
     install_access_log_redaction()
     app = FastAPI(title="Spectra", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  generate_unique_id_function=_operation_id)
+                  generate_unique_id_function=_operation_id, docs_url=None, redoc_url=None)
+    serve_docs(app)
     app.state.settings = settings
     app.state.store = _lazy_store(settings)
     app.state.db = AsyncDatabase(settings.database_url or "")
     app.state.key_cache = KeyCache(settings.auth_cache_seconds)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, redis_url=settings.broker_url)
     app.state.metrics = AppMetrics(settings)
+    app.state.event_hub = EventHub(settings.broker_url)
 
     for router in (jobs.router, archive.router, datasets.router, methods.router, downloads.router, health.router):
         app.include_router(router)
@@ -171,13 +176,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:  # closed unless origins are configured
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "Content-Type", "Idempotency-Key"])
+    # As many requests at once as the async pool has connections (none waits on the pool).
+    app.add_middleware(InflightLimit, slots=slots)
+    # Outside the slots: a request takes one only once its whole body has arrived (slowloris).
     # A dataset upload is a file plus multipart framing (boundaries, part headers: well under 64 KiB);
     # the route refuses a file over the limit itself, with the exact number.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, uploads={
-        "/v1/datasets": (settings.dataset_max_bytes + 65536, "SPECTRA_DATASET_MAX_BYTES")})
-    # As many requests at once as the async pool has connections (none waits on the pool), which also
-    # stays below the sync pool's size for the routes that still use it (see app.core.db).
-    app.add_middleware(InflightLimit, slots=slots)
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes, deadline=settings.body_timeout_seconds,
+                       uploads={"/v1/datasets": (settings.dataset_max_bytes + 65536, "SPECTRA_DATASET_MAX_BYTES")})
     app.add_middleware(HttpMetrics, recorder=recorder)
     return app
 

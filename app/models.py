@@ -64,6 +64,17 @@ class Tenant(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Scheduling (app.crud.scheduling): tenants of a higher priority are served first; among equals, the
+    # tenant served longest ago goes next (round robin), so one tenant's backlog never holds another's job.
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Per-tenant limits (app.crud.quotas); NULL = the service-wide setting of the same name.
+    max_active_jobs: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    submissions_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    daily_gpu_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Model refs the tenant may compress (shell patterns: 'org/*', 'TinyStories-*'); NULL = the service's
+    # SPECTRA_ALLOWED_MODELS (empty: any model the worker can reach).
+    allowed_models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class ApiKey(Base):
@@ -102,7 +113,16 @@ class Job(Base):
     progress_stage: Mapped[str | None] = mapped_column(String(64), nullable=True)
     progress_fraction: Mapped[float | None] = mapped_column(Float, nullable=True)
     progress_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # progress_fraction is of the current stage; these give the whole job's fraction (stages weighted by
+    # their expected duration), the layers done of all (while a layer loop runs) and the ETA.
+    progress_overall_fraction: Mapped[float | None] = mapped_column(Float, nullable=True)
+    progress_layer: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    progress_layers: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    progress_eta_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The preflight estimate (compression.estimate.Estimate.as_dict()): by the API at submission, or by
+    # the worker before it reads any weight when the API could not read the model's config.
+    estimate: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

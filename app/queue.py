@@ -8,7 +8,7 @@ from pathlib import Path
 from celery import Celery
 
 from app.core.config import Settings
-from worker.config import QUEUE, TASK_NAME, broker_transport_options, celery_config, is_filesystem_broker
+from app.messaging import QUEUE, TASK_NAME, broker_transport_options, celery_config, is_filesystem_broker
 
 
 _apps: dict[tuple[str, str], Celery] = {}

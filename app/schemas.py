@@ -11,9 +11,17 @@ from app.models import Artifact, Dataset, Job, JobEvent
 
 
 class Progress(BaseModel):
-    stage: str | None = Field(None, description="load, calibrate, evaluate_before, compress, evaluate_after, export")
-    fraction: float | None = Field(None, description="0..1 within the whole job")
+    stage: str | None = Field(
+        None, description="load, calibrate, evaluate_before, compress, evaluate_after, export, upload")
+    fraction: float | None = Field(None, description="0..1 of the current stage (what run() reports)")
     message: str | None = None
+    overall_fraction: float | None = Field(
+        None, description="0..1 of the whole job: the stages weighted by their expected duration (the estimate's)")
+    layer: int | None = Field(None, description="Decoder layers finished in the current layer loop (layer i of N)")
+    layers: int | None = Field(None, description="Decoder layers the current layer loop goes through (N)")
+    eta_seconds: float | None = Field(
+        None, description="Expected seconds until the job ends: measured time per layer times the layers left, "
+        "plus the stages to come at their expected duration scaled by the measured speed")
 
 
 class JobError(BaseModel):
@@ -40,6 +48,12 @@ class JobOut(BaseModel):
     progress: Progress
     metrics: dict[str, Any] | None = Field(
         None, description="Perplexity, parameter counts, timings once finished (list items: only with ?include=metrics)")
+    estimate: dict[str, Any] | None = Field(
+        None, description="Preflight estimate from the model's config.json: params, weights_bytes, and per "
+        "execution mode (resident; sequential with offload cpu / disk) device_bytes, host_bytes, disk_bytes, "
+        "seconds and a breakdown; `chosen` is the mode `auto` resolves to under the memory limits. Null until "
+        "computed (by the API at submission, else by the worker before it reads any weight); list items: only "
+        "with ?include=estimate")
     error: JobError | None
     attempts: int
     cancel_requested: bool
@@ -58,8 +72,11 @@ class JobOut(BaseModel):
         return cls(
             id=job.id, status=job.status, model=job.model, revision=job.revision, method=job.method,
             target_ratio=job.target_ratio, spec=job.spec,
-            progress=Progress(stage=job.progress_stage, fraction=job.progress_fraction, message=job.progress_message),
-            metrics=job.metrics, error=error, attempts=job.attempts, cancel_requested=job.cancel_requested,
+            progress=Progress(stage=job.progress_stage, fraction=job.progress_fraction, message=job.progress_message,
+                              overall_fraction=job.progress_overall_fraction, layer=job.progress_layer,
+                              layers=job.progress_layers, eta_seconds=job.progress_eta_seconds),
+            metrics=job.metrics, estimate=job.estimate, error=error, attempts=job.attempts,
+            cancel_requested=job.cancel_requested,
             created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
             updated_at=job.updated_at,
             links=JobLinks(self=base, events=f"{base}/events", artifacts=f"{base}/artifacts", cancel=f"{base}/cancel"),
@@ -137,5 +154,5 @@ class CheckResult(BaseModel):
 
 class ReadyOut(BaseModel):
     status: str = Field(..., description="ready | unavailable")
-    checks: dict[str, CheckResult]
+    checks: dict[str, CheckResult] | None = Field(None, description="Only with the operator's X-Admin-Key")
     detail: str | None = None

@@ -1,24 +1,22 @@
-"""Load benchmark of the Spectra API (issue #6): req/s and p50/p99 latency of GET /v1/jobs/{id},
-GET /v1/jobs and POST /v1/jobs at 16 and 64 concurrent connections, then the queue's submit-to-start
-latency with a real Celery worker.
+"""Load benchmark of the Spectra API (issue #15): an open loop of GETs (by id, list, events as JSON) at
+a fixed total rate while SSE streams follow running jobs whose progress a synthetic worker writes.
 
-    .venv/bin/python bench/api_load.py                  # defaults: 2 uvicorn workers, 10 s per scenario
-    .venv/bin/python bench/api_load.py --seconds 3 --queue-jobs 2        # a quick run
-    .venv/bin/python bench/api_load.py --profile-dir /tmp/prof           # + py-spy during reads at 64
+    nice -n 10 .venv/bin/python bench/api_load.py                      # 1000 req/s + 200 streams, 20 s
+    nice -n 10 .venv/bin/python bench/api_load.py --rate 300 --streams 60 --seconds 10   # reduced scale
 
-It creates everything it uses and removes it at exit: a fresh PostgreSQL database (127.0.0.1:5432,
-migrated with `spectra migrate`), an empty Redis db (127.0.0.1:6379, the highest empty of 1-15, only
-its Celery keys removed afterwards), uvicorn
-(`--workers N`, uvloop + httptools, no access log) with the production defaults except
-SPECTRA_RATE_LIMIT_PER_MINUTE=100000000, so the per-key limiter runs but never answers 429.
-The database holds --seed-jobs finished jobs for the benchmarked tenant (and as many for a neighbour).
-
-During the HTTP phases nothing consumes the queue (a worker would compete for the 2 cores), so
-POST measures the API's own work: validate, insert job + event, commit, send to Redis. Afterwards
-the queued rows are cancelled, the queue emptied, one Celery worker (prefork, -c 1) started,
-and --queue-jobs tiny svd jobs (TinyStories-656K from an offline HF cache) are submitted one after
-another, each once the previous finished: submit-to-start = the job's started_at (set by the
-worker's claim) minus the moment the POST was sent.
+It builds the service and removes it at exit (bench/load_stack.py: a fresh PostgreSQL database, an
+unused Redis db, 2 API processes, --seed-jobs finished jobs per tenant), then:
+- `--jobs` running jobs of the benchmarked tenant, each followed by streams/jobs SSE clients
+  (`GET /v1/jobs/{id}/events`, `Accept: text/event-stream`, starting after the job's last event);
+- a writer thread in this process that plays the worker: `--writes` progress events per second over
+  those jobs, each committed as the worker's JobTracker commits them (app.crud, the after-commit
+  publish of app.jobevents through Redis), stamped with the wall-clock time just before the commit;
+- the open loop: `--rate` requests/s in total, 40 % GET /v1/jobs/{id}, 30 % GET /v1/jobs (50 slim
+  items), 30 % GET /v1/jobs/{id}/events (JSON), each sent at its scheduled moment and timed from
+  it, so a server that falls behind is charged for the wait (no coordinated omission).
+Reported: per GET kind, requests, p50/p99 (ms) and errors (non-2xx or transport errors); for the
+streams, events delivered, events missed (written after a stream started, never received), and the
+delivery latency from the writer's commit to the client's read, p50/p99 (ms).
 """
 
 from __future__ import annotations
@@ -26,276 +24,168 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
-import subprocess
 import sys
+import threading
 import time
-from contextlib import ExitStack
-from datetime import datetime
+from collections import defaultdict
 from pathlib import Path
-
-import httpx
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.cpu_account import CpuAccount, Snapshot  # noqa: E402
-from bench.load_client import Result, build_request, run_httpx, run_raw  # noqa: E402
-from bench.load_stack import (  # noqa: E402
-    BENCH_RATE_LIMIT_PER_MINUTE, Service, drain_queue, running_service, start_celery_worker,
-)
+from bench.load_client import Result, build_request, run_raw  # noqa: E402
+from bench.load_stack import Service, running_service  # noqa: E402
 
-# The e2e tests' small job: valid for the API, and the worker finishes it in seconds.
 TINY_JOB: dict[str, object] = {
     "model": "raincandy-u/TinyStories-656K", "method": "svd", "target_ratio": 0.2,
     "calibration": {"source": "tinystories", "samples": 4, "seq_len": 64},
     "evaluation": {"corpus": "tinystories", "seq_len": 128, "max_windows": 2},
 }
-TARGET_P99_MS = 50.0
-TERMINAL = {"succeeded", "failed", "cancelled"}
+MIX = (("GET /v1/jobs/{id}", 0.4), ("GET /v1/jobs", 0.3), ("GET /v1/jobs/{id}/events", 0.3))
 
 
-def scenarios(job_id: str, list_limit: int | None) -> list[tuple[str, str, str, dict[str, object] | None]]:
-    listing = "/v1/jobs" if list_limit is None else f"/v1/jobs?limit={list_limit}"
-    return [("GET /v1/jobs/{id}", "GET", f"/v1/jobs/{job_id}", None),
-            ("GET /v1/jobs", "GET", listing, None),
-            ("POST /v1/jobs", "POST", "/v1/jobs", TINY_JOB)]
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))] * 1000
 
 
-def measure(service: Service, account: CpuAccount, method: str, path: str, body: dict[str, object] | None,
-            concurrency: int, args: argparse.Namespace, profile_label: str | None = None,
-            ) -> tuple[Result, dict[str, float]]:
-    marks: list[Snapshot] = []
-    profilers: list[subprocess.Popen[bytes]] = []
+def running_jobs(service: Service, count: int) -> dict[str, int]:
+    """`count` running jobs of the benchmarked tenant -> the id of each one's last event."""
+    from app import crud
+    from app.core.db import session_scope
+    from compression.specs import JobSpec
 
-    def on_start() -> None:  # the measured window opens: warm-up is over
-        marks.append(account.snapshot())
-        if profile_label:
-            profilers.extend(start_profilers(service, args.profile_dir, profile_label, args.seconds))
+    spec = JobSpec.model_validate(TINY_JOB).model_dump(mode="json")
+    last: dict[str, int] = {}
+    with session_scope(service.database_url) as session:
+        tenant = crud.get_or_create_tenant(session, name="load")
+        for _ in range(count):
+            job = crud.create_job(session, tenant_id=tenant.id, spec=spec)
+            crud.claim_job(session, job_id=job.id, worker="bench-writer", stale_after=3600)
+            last[job.id] = crud.list_events(session, job_id=job.id)[-1].id
+    return last
 
-    if args.client == "httpx":
-        coro = run_httpx(service.base_url, method, path, service.api_key, body, concurrency, args.seconds,
-                         args.warmup, args.max_requests, on_start)
-    else:
-        request = build_request(service.base_url, method, path, service.api_key, body, args.accept_encoding)
-        coro = run_raw(service.base_url, request, concurrency, args.seconds, args.warmup, args.max_requests,
-                       on_start, args.rate)
+
+def write_progress(service: Service, jobs: list[str], per_second: float, stop: threading.Event,
+                   written: dict[str, list[tuple[int, float]]]) -> None:
+    """The worker's side: one progress event at a time, round robin over the jobs, at `per_second`."""
+    from app import crud, jobevents
+    from app.core.db import session_scope
+
+    jobevents.publish_through(service.broker_url)
+    step, due = 0, time.perf_counter()
+    while not stop.is_set():
+        due += 1.0 / per_second
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        job_id = jobs[step % len(jobs)]
+        layer = step // len(jobs)
+        with session_scope(service.database_url) as session:
+            crud.set_progress(session, job_id=job_id, stage="compress", fraction=None, message=f"layer {layer}")
+            event = crud.add_event(session, job_id=job_id, kind="progress", message=f"layer {layer}",
+                                   data={"stage": "compress", "layer": layer, "t": time.time()})
+        written[job_id].append((event.id, time.perf_counter()))
+        step += 1
+
+
+async def follow(base_url: str, key: str, job_id: str, after: int, stop_at: float,
+                 latencies: list[float], received: set[int]) -> int:
+    """One SSE client: reads `data:` lines of the chunked stream until stop_at; returns transport errors."""
+    parts = urlsplit(base_url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write((f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: {parts.netloc}\r\nX-API-Key: {key}\r\n"
+                  f"Accept: text/event-stream\r\nLast-Event-ID: {after}\r\n\r\n").encode())
     try:
-        import uvloop
-
-        result = uvloop.run(coro)
-    except ImportError:
-        result = asyncio.run(coro)
-    cpu = account.difference(marks[0], account.snapshot(), len(result.latencies))
-    for profiler in profilers:
-        profiler.wait(timeout=60)
-    return result, cpu
-
-
-def start_profilers(service: Service, out_dir: Path, label: str, seconds: float) -> list[subprocess.Popen[bytes]]:
-    """py-spy record per API worker: raw collapsed stacks, only samples holding the GIL (= Python CPU
-    work; threads waiting for the GIL or the database are left out), --nonblocking (server not paused)."""
-    py_spy = Path(sys.executable).with_name("py-spy")
-    if not py_spy.exists():
-        raise FileNotFoundError(f"{py_spy} is missing: .venv/bin/pip install py-spy")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    safe = label.replace(" ", "_").replace("/", "_").replace("{", "").replace("}", "")
-    return [subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))),
-                              "--rate", "250", "--nonblocking", "--format", "raw", "--gil",
-                              "--output", str(out_dir / f"{safe}.{pid}.txt")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for pid in service.api_pids()]
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            return 1
+        while True:
+            line = await asyncio.wait_for(reader.readline(), max(0.01, stop_at - time.perf_counter()))
+            if not line:
+                return 1  # the server hung up early
+            if line.startswith(b"data: "):
+                now = time.time()
+                event = json.loads(line[6:])
+                if (event.get("data") or {}).get("t") is not None:
+                    latencies.append(now - event["data"]["t"])
+                    received.add(event["id"])
+    except TimeoutError:
+        return 0
+    except (OSError, asyncio.IncompleteReadError):
+        return 1
+    finally:
+        writer.close()
 
 
-def http_phases(service: Service, args: argparse.Namespace) -> list[dict[str, object]]:
-    headers = {"X-API-Key": service.api_key}
-    # The job read under load: one of the seeded (finished, with metrics) jobs.
-    first = httpx.get(f"{service.base_url}/v1/jobs?limit=1", headers=headers, timeout=30).json()
-    job_id = first["items"][0]["id"]
-    # The service under test must still authenticate and answer correctly (matters for --app variants).
-    wrong = httpx.get(f"{service.base_url}/v1/jobs/{job_id}", headers={"X-API-Key": "sk_" + "x" * 43}, timeout=30)
-    right = httpx.get(f"{service.base_url}/v1/jobs/{job_id}", headers=headers, timeout=30)
-    if wrong.status_code != 401 or right.status_code != 200 or right.json()["id"] != job_id:
-        raise RuntimeError(f"sanity check failed: wrong key -> {wrong.status_code}, right key -> {right.status_code}")
-    rows = []
-    account = CpuAccount(service.api.pid, service.admin_dsn, service.database_name)
-    for concurrency in args.concurrency:
-        for name, method, path, body in scenarios(job_id, args.list_limit):
-            if args.endpoints and name not in args.endpoints:
-                continue
-            label = f"{name}@{concurrency}"
-            profile = label if args.profile_dir and label in args.profile else None
-            speed = machine_speed_ms()  # just before: the VM's speed drifts within a run too
-            result, cpu = measure(service, account, method, path, body, concurrency, args, profile)
-            row = {"endpoint": name, "connections": concurrency, **result.summary(), **cpu,
-                   "load_avg_1m": os.getloadavg()[0], "speed_ms": speed}
-            rows.append(row)
-            print(f"{name:<18} c={concurrency:<3} {row['requests']:>6} req {row['rps']:8.1f} req/s  "
-                  f"p50 {row['p50_ms']:6.1f} ms  p99 {row['p99_ms']:6.1f} ms  errors {row['errors']} "
-                  f"{row['statuses']} | CPU ms/req api {cpu['api_cpu_ms_per_req']:.2f} pg {cpu['pg_cpu_ms_per_req']:.2f} "
-                  f"client {cpu['client_cpu_ms_per_req']:.2f}, new pg sessions {cpu['pg_new_sessions']} "
-                  f"| load {row['load_avg_1m']:.1f} | speed {speed:.1f} ms", flush=True)
-    account.close()
-    return rows
+async def measure(service: Service, args: argparse.Namespace, finished_id: str, last: dict[str, int]) -> dict:
+    jobs = list(last)
+    written: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    latencies: list[float] = []
+    followed = [jobs[i % len(jobs)] for i in range(args.streams)]
+    received: list[set[int]] = [set() for _ in followed]
+    stop = threading.Event()
+    stop_at = time.perf_counter() + 1.0 + args.warmup + args.seconds
+    streams = [asyncio.create_task(follow(service.base_url, service.api_key, job_id, last[job_id], stop_at,
+                                          latencies, got)) for job_id, got in zip(followed, received)]
+    await asyncio.sleep(1.0)  # every stream connected before the first write
+    writer = threading.Thread(target=write_progress, args=(service, jobs, args.writes, stop, written), daemon=True)
+    writer.start()
+    paths = {"GET /v1/jobs/{id}": f"/v1/jobs/{finished_id}", "GET /v1/jobs": "/v1/jobs",
+             "GET /v1/jobs/{id}/events": f"/v1/jobs/{jobs[0]}/events?after={last[jobs[0]]}"}
+    loads = [run_raw(service.base_url, build_request(service.base_url, "GET", paths[name], service.api_key, None, ""),
+                     args.connections, args.seconds, args.warmup, 10**9, rate=args.rate * share)
+             for name, share in MIX]
+    results: list[Result] = await asyncio.gather(*loads)
+    errors = await asyncio.gather(*streams)
+    stop.set()
+    writer.join(timeout=10)
+    # An event is owed to every stream of its job if it was written a second before the streams stopped.
+    owed = {job_id: {i for i, at in ids if at < stop_at - 1.0} for job_id, ids in written.items()}
+    missed = sum(len(owed.get(job_id, set()) - got) for job_id, got in zip(followed, received))
+    return {"gets": {name: r.summary() for (name, _), r in zip(MIX, results)},
+            "sse": {"streams": args.streams, "written": sum(len(ids) for ids in written.values()),
+                    "delivered": len(latencies), "missed": missed, "stream_errors": sum(errors),
+                    "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99),
+                    "max_ms": max(latencies, default=0.0) * 1000}}
 
 
-def _at(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()
-
-
-def queue_latency(stack: ExitStack, service: Service, jobs: int, timeout: float) -> dict[str, object]:
-    """Submit tiny jobs one at a time to an idle worker; the first (cold child) is not counted."""
-    cancelled = drain_queue(service)
-    print(f"queue phase: cancelled {cancelled} jobs queued by the POST phases; starting a Celery worker",
-          flush=True)
-    start_celery_worker(stack, service)
-    samples: list[dict[str, object]] = []
-    with httpx.Client(base_url=service.base_url, headers={"X-API-Key": service.api_key}, timeout=30) as client:
-        for i in range(jobs + 1):
-            sent = time.time()
-            job = client.post("/v1/jobs", json=TINY_JOB).raise_for_status().json()
-            seen_running = None
-            deadline = time.monotonic() + timeout
-            while job["status"] not in TERMINAL and time.monotonic() < deadline:
-                time.sleep(0.02)
-                job = client.get(f"/v1/jobs/{job['id']}").raise_for_status().json()
-                if seen_running is None and job["status"] != "queued":
-                    seen_running = time.time()
-            if job["status"] not in TERMINAL:
-                raise TimeoutError(f"job {job['id']} still {job['status']} after {timeout:.0f} s; "
-                                   f"worker log: {service.home / 'logs'}")
-            sample = {"job": job["id"], "status": job["status"], "warmup": i == 0,
-                      "submit_to_start_ms": (_at(job["started_at"]) - sent) * 1000 if job["started_at"] else None,
-                      "created_to_start_ms": (_at(job["started_at"]) - _at(job["created_at"])) * 1000
-                      if job["started_at"] else None,
-                      "submit_to_seen_running_ms": (seen_running - sent) * 1000 if seen_running else None,
-                      "submit_to_finish_ms": (_at(job["finished_at"]) - sent) * 1000}
-            samples.append(sample)
-            print(f"queue job {i}{' (warm-up)' if i == 0 else ''}: {job['status']}, submit->start "
-                  f"{sample['submit_to_start_ms']:.1f} ms, submit->finished {sample['submit_to_finish_ms']:.0f} ms",
-                  flush=True)
-    counted = [s for s in samples if not s["warmup"]]
-    starts = sorted(float(s["submit_to_start_ms"]) for s in counted if s["submit_to_start_ms"] is not None)
-    return {"samples": samples, "jobs": len(counted),
-            "errors": sum(s["status"] != "succeeded" or s["submit_to_start_ms"] is None for s in counted),
-            "p50_ms": starts[(len(starts) - 1) // 2] if starts else float("nan"),
-            "max_ms": starts[-1] if starts else float("nan")}
-
-
-def print_table(rows: list[dict[str, object]], queue: dict[str, object] | None) -> None:
-    print("\n| endpoint | connections | requests | req/s | p50 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| `{r['endpoint']}` | {r['connections']} | {r['requests']} | {r['rps']:.0f} | {r['p50_ms']:.1f} | "
-              f"{r['p99_ms']:.1f} | {r['errors']} |")
-    if queue is not None:
-        print(f"| queue: submit -> started_at (tiny svd job, idle worker) | 1 | {queue['jobs']} | - | "
-              f"{queue['p50_ms']:.0f} | max {queue['max_ms']:.0f} | {queue['errors']} |")
-    print("\nCPU per request (ms) by component, and the cores each used while measured:\n"
-          "| endpoint | connections | API | PostgreSQL | load client | new PG sessions |\n|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| `{r['endpoint']}` | {r['connections']} | {r['api_cpu_ms_per_req']:.2f} ({r['api_cores']:.2f} cores) | "
-              f"{r['pg_cpu_ms_per_req']:.2f} ({r['pg_cores']:.2f}) | {r['client_cpu_ms_per_req']:.2f} "
-              f"({r['client_cores']:.2f}) | {r['pg_new_sessions']} |")
-    reads = [r for r in rows if r["endpoint"].startswith("GET") and r["connections"] == 64]
-    if reads:
-        met = all(r["p99_ms"] < TARGET_P99_MS and r["errors"] == 0 for r in reads)
-        print(f"\ntarget (reads at 64 connections: p99 < {TARGET_P99_MS:.0f} ms, no errors): "
-              f"{'MET' if met else 'MISSED'}")
-
-
-def _code_version() -> dict[str, object]:
-    """The commit measured, and which service files differed from it (others edit app/ meanwhile)."""
-    def git(*argv: str) -> str:
-        return subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True).stdout.rstrip()
-
-    return {"commit": git("rev-parse", "HEAD"),
-            "uncommitted": git("status", "--porcelain", "--", "app", "worker", "compression/specs").splitlines()}
-
-
-def machine_speed_ms() -> float:
-    """The best of 5 timings of a fixed pure-Python loop, on an idle machine. The 2-core VM's speed
-    drifts by 10-30 % between runs (the same code's CPU per request moves with it), so a table is
-    read together with this number."""
-    def loop() -> float:
-        start = time.perf_counter()
-        total = 0
-        for i in range(300_000):
-            total += i % 7
-        return (time.perf_counter() - start) * 1000
-
-    return min(loop() for _ in range(5))
-
-
-def parse_args() -> argparse.Namespace:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2 = cores)")
-    parser.add_argument("--listen", choices=["reuseport", "shared"], default="reuseport",
-                        help="reuseport (default): one listening socket per API process (bench/reuseport_api.py); "
-                        "shared: uvicorn --workers, whose workers accept unevenly")
-    parser.add_argument("--set", nargs="+", default=[], metavar="NAME=VALUE",
-                        help="service settings to override, e.g. SPECTRA_AUTH_CACHE_SECONDS=0")
-    parser.add_argument("--app", default="app.main:create_app",
-                        help="ASGI factory to serve (default: app.main:create_app)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
-    parser.add_argument("--endpoints", nargs="+", choices=["GET /v1/jobs/{id}", "GET /v1/jobs", "POST /v1/jobs"],
-                        help="measure only these (default: all three)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per scenario")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each scenario")
-    parser.add_argument("--max-requests", type=int, default=200_000, help="cap per scenario")
-    parser.add_argument("--seed-jobs", type=int, default=1000, help="finished jobs in the benchmarked tenant")
-    parser.add_argument("--list-limit", type=int, default=None, help="?limit= for GET /v1/jobs (default: "
-                        "none, i.e. the API's default page of 50)")
-    parser.add_argument("--client", choices=["raw", "httpx"], default="raw")
-    parser.add_argument("--accept-encoding", default="gzip, deflate",
-                        help="the raw client's Accept-Encoding (default: httpx's and requests' default); '' = none, "
-                             "so pages come uncompressed")
-    parser.add_argument("--rate", type=float, default=0.0, help="paced mode: total requests/s spread over the "
-                        "connections, latency from the scheduled send (raw client); 0 = closed loop (default)")
-    parser.add_argument("--queue-jobs", type=int, default=5, help="counted queue-latency jobs (0 = skip)")
-    parser.add_argument("--queue-timeout", type=float, default=300.0)
-    parser.add_argument("--profile-dir", type=Path, help="record py-spy stacks of the API workers here")
-    parser.add_argument("--profile", nargs="+", default=["GET /v1/jobs/{id}@64", "GET /v1/jobs@64"],
-                        help="scenarios to profile, as 'ENDPOINT@CONNECTIONS'")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "api_load.json")
-    return parser.parse_args()
+    parser.add_argument("--rate", type=float, default=1000.0, help="GET requests per second, all kinds together")
+    parser.add_argument("--streams", type=int, default=200, help="open SSE streams")
+    parser.add_argument("--jobs", type=int, default=20, help="running jobs the streams follow")
+    parser.add_argument("--writes", type=float, default=40.0, help="progress events per second over those jobs")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--connections", type=int, default=32, help="keep-alive connections per GET kind")
+    parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--seed-jobs", type=int, default=1000)
+    args = parser.parse_args()
+    with running_service(api_workers=args.api_workers, seed_jobs=args.seed_jobs, job_spec=TINY_JOB) as service:
+        from sqlalchemy import select
 
+        from app.core.db import session_scope
+        from app.models import Job
 
-def main() -> int:
-    args = parse_args()
-    if args.rate and args.client != "raw":
-        raise SystemExit("--rate (paced mode) needs --client raw")
-    load_before = os.getloadavg()
-    speed_before = machine_speed_ms()
-    print(f"machine speed: {speed_before:.1f} ms for a fixed Python loop (lower is faster); load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f} "
-          f"({os.cpu_count()} cpus); app {args.app}; API processes: {args.workers} ({args.listen}); client: {args.client} (Accept-Encoding: {args.accept_encoding or 'none'}); "
-          f"rate limit raised to {BENCH_RATE_LIMIT_PER_MINUTE}/min per key", flush=True)
-    queue = None
-    with ExitStack() as stack:
-        service = stack.enter_context(running_service(api_workers=args.workers, seed_jobs=args.seed_jobs,
-                                                      job_spec=TINY_JOB, app_factory=args.app,
-                                                      listen=args.listen, settings=dict(kv.split("=", 1) for kv in args.set)))
-        rows = http_phases(service, args)
-        if args.queue_jobs > 0:
-            queue = queue_latency(stack, service, args.queue_jobs, args.queue_timeout)
-    speed_after = machine_speed_ms()
-    print_table(rows, queue)
-    print(f"machine speed after: {speed_after:.1f} ms (before: {speed_before:.1f})")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "command": " ".join(sys.argv), "when": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "code": _code_version(),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_before": load_before,
-                    "speed_ms_before": speed_before, "speed_ms_after": speed_after,
-                    "load_avg_after": os.getloadavg()},
-        "settings": {"app": args.app, "uvicorn_workers": args.workers, "listen": args.listen, "overrides": args.set, "client": args.client, "accept_encoding": args.accept_encoding, "rate": args.rate,
-                     "seconds": args.seconds,
-                     "warmup": args.warmup, "seed_jobs": args.seed_jobs, "list_limit": args.list_limit,
-                     "rate_limit_per_minute": BENCH_RATE_LIMIT_PER_MINUTE},
-        "rows": rows, "queue": queue}, indent=2))
-    print(f"\nwrote {args.out}")
-    return 0
+        with session_scope(service.database_url) as session:
+            finished_id = session.scalar(select(Job.id).where(Job.status == "succeeded").limit(1))
+        last = running_jobs(service, args.jobs)
+        report = asyncio.run(measure(service, args, str(finished_id), last))
+    print(f"open loop {args.rate:g} GET/s for {args.seconds:g} s (after {args.warmup:g} s warm-up), "
+          f"{args.streams} SSE streams on {args.jobs} running jobs, {args.writes:g} progress writes/s, "
+          f"{args.api_workers} API processes")
+    print("| request | sent/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|")
+    for name, row in report["gets"].items():
+        print(f"| {name} | {row['rps']:.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['errors']} |")
+    sse = report["sse"]
+    print(f"| SSE delivery (write -> client) | {sse['delivered']} events | {sse['p50_ms']:.1f} | {sse['p99_ms']:.1f} "
+          f"| {sse['stream_errors']} streams failed, {sse['missed']} events missed |")
+    print(json.dumps(report, indent=1, default=str), file=sys.stderr)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

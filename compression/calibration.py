@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-from compression.errors import InvalidInput, PathNotAllowed
+from compression.errors import InvalidInput
+from compression.roots import find_data_file
 from compression.specs import CalibrationSpec
 
 CALIBRATION_FILES = {
@@ -45,7 +46,9 @@ ALPACA_PROMPT = (
 
 def _require(path: Path, what: str) -> Path:
     if not path.is_file():
-        raise InvalidInput(f"{what} file {path} does not exist; check the data folder setting")
+        # The server's folder is not the tenant's business: name only the file the operator must provide.
+        raise InvalidInput(f"{what} file {path.name} is missing from this server's data folder; ask the "
+                           "operator to install it (SPECTRA_DATA_DIR)")
     return path
 
 
@@ -75,16 +78,8 @@ def _read_jsonl_text(path: Path) -> str:
 
 
 def check_user_file(path: str, data_roots: Sequence[Path]) -> Path:
-    """The resolved path (symlinks followed) of a user .txt/.jsonl, which must lie under an allowed data root."""
-    resolved = Path(path).resolve()
-    roots = [Path(r).resolve() for r in data_roots]
-    if not any(resolved == r or r in resolved.parents for r in roots):
-        allowed = ", ".join(str(r) for r in roots) or "(none configured)"
-        raise PathNotAllowed(f"calibration file {path} is outside the allowed data roots: {allowed}")
-    _require(resolved, "calibration")
-    if resolved.suffix not in (".txt", ".jsonl"):
-        raise InvalidInput(f"calibration file {path} must be .txt or .jsonl (with a 'text' field)")
-    return resolved
+    """The resolved path (symlinks followed) of a user .txt/.jsonl under an allowed data root."""
+    return find_data_file(path, data_roots)
 
 
 def user_file_text(path: str, data_roots: Sequence[Path]) -> str:

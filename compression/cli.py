@@ -224,15 +224,43 @@ def _quiet_libraries() -> None:
     huggingface_hub.utils.disable_progress_bars()
 
 
+def status_line(snapshot: Any) -> str:
+    """'37% overall, layer 11/30, ETA 2 min: whitened SVD'"""
+    parts = [f"{snapshot.fraction:.0%} overall"]
+    if snapshot.layer is not None:
+        parts.append(f"layer {snapshot.layer}/{snapshot.layers}")
+    if snapshot.eta_seconds is not None:
+        eta = snapshot.eta_seconds
+        parts.append(f"ETA {eta:.0f} s" if eta < 90 else f"ETA {eta / 60:.0f} min")
+    text = ", ".join(parts)
+    message = snapshot.message.split(": ", 1)[-1] if snapshot.layer is not None else snapshot.message
+    return f"{text}: {message}" if message else text
+
+
+def describe_estimate(estimate: Any) -> str:
+    lines = [f"preflight estimate ({estimate.params:,} parameters on {estimate.device}; execution: "
+             f"{estimate.chosen or 'does not fit'}):"]
+    lines += [f"  {mode.describe()}" for mode in estimate.modes]
+    return "\n".join(lines)
+
+
 def _compress(args: argparse.Namespace) -> int:
     from compression.cli_progress import ProgressDisplay
+    from compression.estimate import preflight
+    from compression.models import resolve_device
     from compression.run import run
 
     spec = spec_from_args(args)
     _quiet_libraries()
-    display = ProgressDisplay(args.quiet)
+    settings = settings_from_env(spec)
+    # Before any weight is read: the model's config.json alone (raises DoesNotFit, exit 2, past the limits).
+    estimate = preflight(spec, model_roots=settings.model_roots, cache_dir=settings.cache_dir,
+                         device=resolve_device(spec.device).type)
+    if estimate is not None and not args.quiet:
+        print(describe_estimate(estimate), flush=True)
+    display = ProgressDisplay(args.quiet, estimate.stage_seconds if estimate is not None else None)
     try:
-        result = run(spec, args.out, settings=settings_from_env(spec), progress=display)
+        result = run(spec, args.out, settings=settings, progress=display)
     finally:
         display.close()
     if not args.quiet:

@@ -1,60 +1,18 @@
 """What `spectra compress` shows while it runs: an overall bar with ETA above the stage bar on a terminal,
-plain timestamped lines otherwise (a log file, a pipe, CI), nothing with --quiet.
+plain lines otherwise (a log file, a pipe, CI), nothing with --quiet.
 
-The ETA adds what is measured: the current stage's remaining share at its own rate so far, and for the
-stages still to come the time their twin already took (evaluate_after ~ evaluate_before). Until the
-compress stage has run a while nothing predicts it, so the ETA shows '?'.
+The overall fraction, `layer i/N` and the ETA come from compression.progress.ProgressModel (measured
+time per layer and per stage; the same model the service's progress uses).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, TextIO
 
-from compression.run import STAGES
-
-# Stages after which the next one costs about the same (same windows, same model size or smaller).
-TWIN = {"evaluate_after": "evaluate_before"}
-
-
-class StageClock:
-    """Seconds per stage so far, and the estimate of what is left."""
-
-    def __init__(self) -> None:
-        self.stage, self.fraction = "", 0.0
-        self.started: dict[str, float] = {}
-        self.took: dict[str, float] = {}
-        self.t0 = time.monotonic()
-
-    def update(self, stage: str, fraction: float) -> None:
-        now = time.monotonic()
-        if stage != self.stage:
-            if self.stage:
-                self.took[self.stage] = now - self.started[self.stage]
-            self.started[stage] = now
-            self.stage = stage
-        self.fraction = fraction
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.t0
-
-    def remaining(self) -> float | None:
-        """Seconds left for the whole run, or None while the compress stage is not yet measurable."""
-        if self.stage not in STAGES:
-            return None
-        spent = time.monotonic() - self.started[self.stage]
-        if self.fraction >= 1.0:
-            left = 0.0
-        elif self.fraction >= 0.02 and spent > 0.5:
-            left = spent * (1 - self.fraction) / self.fraction
-        else:
-            return None
-        for later in STAGES[STAGES.index(self.stage) + 1:]:
-            if later == "compress":
-                return None
-            left += self.took.get(TWIN.get(later, ""), 0.0)
-        return left
+from compression.progress import ProgressModel, Snapshot
 
 
 def _clock(seconds: float | None) -> str:
@@ -68,36 +26,30 @@ def _clock(seconds: float | None) -> str:
 class ProgressDisplay:
     """The run()'s progress callback for the CLI."""
 
-    def __init__(self, quiet: bool, stream: TextIO | None = None, interactive: bool | None = None) -> None:
+    def __init__(self, quiet: bool, stage_seconds: Mapping[str, float] | None = None, stream: TextIO | None = None,
+                 interactive: bool | None = None) -> None:
         self.stream = stream or sys.stderr
         self.quiet = quiet
         # Bars redraw with '\r'; into a file or pipe that is unreadable, so they need a terminal to draw on.
         self.interactive = self.stream.isatty() if interactive is None else interactive
-        self.clock = StageClock()
+        self.model = ProgressModel(stage_seconds or None)
+        self.t0 = time.monotonic()
+        self.stage = ""
         self.overall: Any = None
         self.bar: Any = None
         self.last_line = (0.0, "", -1)
 
     def __call__(self, stage: str, fraction: float, message: str) -> None:
+        snapshot = self.model.update(stage, fraction, message)
         if self.quiet:
             return
-        new_stage = stage != self.clock.stage
-        self.clock.update(stage, fraction)
+        new_stage, self.stage = stage != self.stage, stage
         if self.interactive:
-            self._draw(stage, fraction, message, new_stage)
+            self._draw(snapshot, new_stage)
         else:
-            self._line(stage, fraction, message, new_stage)
+            self._line(snapshot, new_stage)
 
-    def _overall_fraction(self) -> float:
-        if self.clock.stage not in STAGES:
-            return 0.0
-        left = self.clock.remaining()
-        if left is not None:
-            spent = self.clock.elapsed()
-            return spent / max(spent + left, 1e-9)
-        return (STAGES.index(self.clock.stage) + self.clock.fraction) / len(STAGES)
-
-    def _draw(self, stage: str, fraction: float, message: str, new_stage: bool) -> None:
+    def _draw(self, snap: Snapshot, new_stage: bool) -> None:
         from tqdm import tqdm
 
         if self.overall is None:
@@ -106,21 +58,24 @@ class ProgressDisplay:
             self.bar = tqdm(total=100, desc="", file=self.stream, position=1, bar_format=fmt)
         if new_stage:
             self.bar.reset(total=100)
-            self.bar.set_description_str(f"{stage:16}")
-        self.bar.n = round(fraction * 100)
-        self.bar.set_postfix_str(message[:60], refresh=True)
-        self.overall.n = round(self._overall_fraction() * 100)
-        self.overall.set_postfix_str(f"ETA {_clock(self.clock.remaining())}", refresh=True)
+            self.bar.set_description_str(f"{snap.stage:16}")
+        self.bar.n = round(snap.stage_fraction * 100)
+        self.bar.set_postfix_str(snap.message[:60], refresh=True)
+        self.overall.n = round(snap.fraction * 100)
+        layer = f"layer {snap.layer}/{snap.layers}, " if snap.layer is not None else ""
+        self.overall.set_postfix_str(f"{layer}ETA {_clock(snap.eta_seconds)}", refresh=True)
 
-    def _line(self, stage: str, fraction: float, message: str, new_stage: bool) -> None:
-        # One line per step, but at most one a second within a stage (a step can be one window of thousands).
+    def _line(self, snap: Snapshot, new_stage: bool) -> None:
+        # One line per step, but within a stage only every tenth of it or every second (a step can be one
+        # window of thousands).
         now = time.monotonic()
-        tenth = int(fraction * 10)
-        if not (new_stage or fraction >= 1.0 or now - self.last_line[0] >= 1.0 or tenth != self.last_line[2]):
+        tenth = int(snap.stage_fraction * 10)
+        if not (new_stage or snap.stage_fraction >= 1.0 or now - self.last_line[0] >= 1.0
+                or tenth != self.last_line[2]):
             return
-        self.last_line = (now, stage, tenth)
-        print(f"[{_clock(self.clock.elapsed())}] {stage} {fraction:4.0%} {message} "
-              f"(ETA {_clock(self.clock.remaining())})", file=self.stream, flush=True)
+        self.last_line = (now, snap.stage, tenth)
+        print(f"[{_clock(now - self.t0)}] {snap.stage} {snap.stage_fraction:4.0%} {snap.message} "
+              f"(overall {snap.fraction:.0%}, ETA {_clock(snap.eta_seconds)})", file=self.stream, flush=True)
 
     def close(self) -> None:
         for bar in (self.bar, self.overall):

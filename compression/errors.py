@@ -22,8 +22,25 @@ class UnsupportedArchitecture(InvalidInput):
     """The model's architecture is not in the per-architecture table."""
 
 
+class UnsupportedModelFormat(InvalidInput):
+    """The model's files are in a form Spectra does not load: weights only as pickle (never unpickled,
+    since unpickling runs code), or a tokenizer that needs the model's own Python code."""
+
+
+class ModelTooLarge(InvalidInput):
+    """The hub model is larger than this server's download limit."""
+
+
+class InvalidConfig(InvalidInput):
+    """config.json (or another of the model's settings files) is unreadable or contradicts the weights."""
+
+
 class PathNotAllowed(InvalidInput):
     """A local path lies outside the configured allowed roots."""
+
+
+class DoesNotFit(InvalidInput):
+    """The preflight estimate exceeds the memory limits in every execution mode; the message has the numbers."""
 
 
 class RatioNotReached(SpectraError):

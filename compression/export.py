@@ -25,6 +25,7 @@ from torch import nn
 
 from compression.architectures import arch_for
 from compression.checkpoint import weight_bytes
+from compression.artifact_code import strip_foreign_code
 from compression.errors import InvalidInput
 from compression.lowrank import LowRankLinear
 from compression.model_card import CARD_NAME, render_card
@@ -183,6 +184,7 @@ def export(
         tokenizer.save_pretrained(partial)
         for name, data in (extra_files or {}).items():
             (partial / Path(name).name).write_bytes(data)
+        strip_foreign_code(partial)
         card = render_card(report, low_rank=bool(ranks), files=[p.name for p in partial.iterdir()])
         (partial / CARD_NAME).write_text(card, encoding="utf-8")
         entries = file_entries(partial)

@@ -19,7 +19,11 @@ from torch import nn
 
 from compression.architectures import ARCHITECTURES, ArchSpec, arch_for
 from compression.checkpoint import card_license, checkpoint_dtype, weight_bytes
-from compression.errors import InvalidInput, ModelNotFound, PathNotAllowed
+from compression.errors import InvalidConfig, InvalidInput, ModelNotFound, UnsupportedModelFormat
+from compression.model_files import (
+    NO_SAFETENSORS, check_download_size, is_shape_mismatch, load_tokenizer, require_safetensors,
+)
+from compression.sources import resolve_local  # noqa: F401  (torch-free; also imported from here)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -51,31 +55,6 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
         raise InvalidInput(f"dtype '{dtype}' is not supported; use one of {', '.join(DTYPES)}") from None
 
 
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
-def resolve_local(ref: str, model_roots: Sequence[Path]) -> Path | None:
-    """The folder a local ref names, or None for a hub id. Raises for paths outside the roots."""
-    roots = [Path(r).resolve() for r in model_roots]
-    if ref.startswith("/"):
-        path = Path(ref).resolve()  # follows symlinks, so a link cannot smuggle a path out
-        if not any(_inside(path, r) for r in roots):
-            allowed = ", ".join(str(r) for r in roots) or "(none configured)"
-            raise PathNotAllowed(f"model path {ref} is outside the allowed model roots: {allowed}")
-        if not (path / "config.json").is_file():
-            raise ModelNotFound(f"model folder {ref} does not exist or has no config.json")
-        return path
-    if "/" in ref:
-        return None  # "org/name": a hub id
-    for root in roots:
-        candidate = (root / ref).resolve()
-        if _inside(candidate, root) and (candidate / "config.json").is_file():
-            return candidate
-    searched = ", ".join(str(r) for r in roots) or "(no model roots configured)"
-    raise ModelNotFound(f"no model folder named '{ref}' under the allowed model roots: {searched}")
-
-
 def _hub_snapshot(ref: str, revision: str | None, cache_dir: Path | None) -> Path:
     """Resolve ref@revision to its snapshot folder (named by the commit), by HF's own hub/cache rules."""
     from huggingface_hub import hf_hub_download
@@ -85,9 +64,9 @@ def _hub_snapshot(ref: str, revision: str | None, cache_dir: Path | None) -> Pat
         config_path = hf_hub_download(ref, "config.json", revision=revision, cache_dir=cache_dir)
     except (OSError, ValueError, HfHubHTTPError) as exc:
         where = f" at revision '{revision}'" if revision else ""
+        # The exception's text names the cache folder and URLs of this server; its type says enough.
         raise ModelNotFound(
-            f"model '{ref}'{where} was not found on the Hugging Face hub or in its cache "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            f"model '{ref}'{where} was not found on the Hugging Face hub or in its cache ({type(exc).__name__})"
         ) from None
     return Path(config_path).parent  # .../snapshots/<commit>/config.json
 
@@ -103,12 +82,22 @@ def _hub_license(ref: str, commit: str, cache_dir: Path | None) -> str | None:
     return card_license(card.parent)
 
 
-def _read_config(folder: Path) -> Any:
+def _read_config(folder: Path, ref: str) -> Any:
     from transformers import AutoConfig
 
-    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
-    arch_for(str(model_type))  # refuse unsupported types before transformers tries to parse them
-    return AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    try:
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise InvalidConfig(f"model '{ref}': config.json is not valid JSON{where}") from None
+    if not isinstance(raw, dict):
+        raise InvalidConfig(f"model '{ref}': config.json must be a JSON object")
+    arch_for(str(raw.get("model_type")))  # refuse unsupported types before transformers tries to parse them
+    try:
+        return AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    except (ValueError, TypeError, KeyError, OSError) as exc:
+        raise InvalidConfig(f"model '{ref}': config.json could not be read as a "
+                            f"{raw.get('model_type')} config ({type(exc).__name__})") from None
 
 
 def preload_transformers() -> None:
@@ -144,31 +133,47 @@ def load_model(
     cache_dir: Path | None = None,
     dtype: str | torch.dtype = "float32",
     device: str | torch.device = "auto",
+    max_download_bytes: int | None = None,
 ) -> LoadedModel:
     """Load model + tokenizer, check the architecture is supported, move to device, eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    local = resolve_local(ref, model_roots)
+    try:
+        local = resolve_local(ref, model_roots)
+    except OSError as exc:  # a name too long for the file system, a folder that cannot be read
+        raise ModelNotFound(f"model '{ref}' cannot be read from the model roots ({exc.strerror or 'error'})") from None
     if local is not None and revision:
         raise InvalidInput("revision applies to hub ids only; a local model folder has no revisions")
     snapshot = local if local is not None else _hub_snapshot(ref, revision, cache_dir)
-    config = _read_config(snapshot)
+    if local is None and max_download_bytes:
+        check_download_size(ref, snapshot.name, cache_dir, snapshot, max_download_bytes)
+    config = _read_config(snapshot, ref)
     arch = arch_for(config.model_type)
     torch_dtype, dev = resolve_dtype(dtype), resolve_device(device)
     commit = snapshot.name
     where: Any = local if local is not None else ref
     # Hub loads are pinned to the commit just resolved, so config and weights cannot come from two revisions.
     hub = {} if local is not None else {"revision": commit, "cache_dir": cache_dir}
+    if local is not None:
+        require_safetensors(local, ref)
     try:
+        # use_safetensors: pickled weights are never loaded (unpickling runs code), whatever the files say.
         model = AutoModelForCausalLM.from_pretrained(
-            where, config=config, dtype=torch_dtype, trust_remote_code=False, **hub
+            where, config=config, dtype=torch_dtype, trust_remote_code=False, use_safetensors=True, **hub
         )
-        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **hub)
     except OSError as exc:
-        raise ModelNotFound(f"model '{ref}' could not be loaded: {exc}") from None
+        if "safetensors" in str(exc):
+            raise UnsupportedModelFormat(NO_SAFETENSORS.format(ref=ref)) from None
+        raise ModelNotFound(f"model '{ref}': its weights could not be read ({type(exc).__name__})") from None
+    except (RuntimeError, ValueError) as exc:
+        if is_shape_mismatch(exc):
+            raise InvalidConfig(f"model '{ref}': the weights do not match config.json (a tensor's shape differs "
+                                "from what the config describes); fix config.json or the weights") from None
+        raise
+    tokenizer = load_tokenizer(where, ref, hub)
     model.to(dev).eval()
     if local is not None:
-        source = {"kind": "local", "ref": ref, "path": str(local)}
+        source = {"kind": "local", "ref": ref}  # no server path: compression.json goes to the tenant
     else:
         source = {"kind": "hub", "ref": ref, "revision": revision, "commit": commit}
     # What the checkpoint is stored as, so the artifact keeps it and the report can compare sizes.

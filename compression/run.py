@@ -26,6 +26,7 @@ from compression.calibration import (
     CALIBRATION_FILES, EVAL_FILES, calibration_windows, check_user_file, dataset_file, eval_tokens,
 )
 from compression.errors import Cancelled, InvalidInput, RatioNotReached
+from compression.estimate import Estimate, preflight
 from compression.evaluation import StageTimer, peak_memory, perplexity, reset_peak_memory
 from compression.export import export
 from compression.models import LoadedModel, load_model, max_positions, resolve_device
@@ -47,8 +48,13 @@ class RunSettings:
     data_roots: tuple[Path, ...] = ()
     cache_dir: Path | None = None
     ratio_tolerance: float = 0.01
+    max_download_bytes: int | None = None  # hub models larger than this are refused (ModelTooLarge)
     # Uploaded datasets the caller (the service's worker) downloaded: dataset id -> local .txt / .jsonl.
     datasets: Mapping[str, Path] = field(default_factory=dict)
+    # The worker's declared memory (bytes; None = no limit): the preflight estimate is held to the tighter
+    # of these and the spec's execution.max_*_memory, and `auto` execution resolves against them.
+    device_memory_limit: int | None = None
+    host_memory_limit: int | None = None
 
 
 @dataclass
@@ -218,21 +224,24 @@ def run(
         check_user_file(spec.calibration.path or "", settings.data_roots)  # fail before loading a model
     if spec.calibration.source == "dataset" and compressor.info.requires_calibration:
         dataset_file(spec.calibration.dataset_id, settings.datasets)
+    estimate = preflight(spec, model_roots=settings.model_roots, cache_dir=settings.cache_dir, device=device.type,
+                         device_limit=settings.device_memory_limit, host_limit=settings.host_memory_limit)
     stages = Stages(progress, should_stop, device)
     try:
         with seeded(spec.seed, device):
-            return _run(spec, out_dir, settings, compressor, stages, device)
+            return _run(spec, out_dir, settings, compressor, stages, device, estimate)
     except BaseException:
         shutil.rmtree(out_dir.with_name(out_dir.name + ".partial"), ignore_errors=True)
         raise
 
 
 def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, stages: Stages,
-         device: torch.device) -> RunResult:
+         device: torch.device, estimate: Estimate | None) -> RunResult:
     with stages.stage("load", f"loading {spec.model}"):
         lm: LoadedModel = load_model(spec.model, spec.revision, model_roots=settings.model_roots,
-                                     cache_dir=settings.cache_dir, dtype=spec.dtype, device=device)
-    compressed = compress_loaded(lm, spec, settings, compressor, stages, device)
+                                     cache_dir=settings.cache_dir, dtype=spec.dtype, device=device,
+                                     max_download_bytes=settings.max_download_bytes)
+    compressed = compress_loaded(lm, spec, settings, compressor, stages, device, estimate)
     with stages.stage("export", f"writing {out_dir.name}"):
         # compression.json is written inside this stage, so it lists every stage's time but export's own.
         stages.record(compressed.report["metrics"])
@@ -259,7 +268,7 @@ class CompressedModel:
 
 
 def compress_loaded(lm: LoadedModel, spec: JobSpec, settings: RunSettings, compressor: Any, stages: Stages,
-                    device: torch.device) -> CompressedModel:
+                    device: torch.device, estimate: Estimate | None = None) -> CompressedModel:
     """Calibrate, evaluate, compress, evaluate a model already loaded; the model is changed in place."""
     from compression.methods import CompressionContext
 
@@ -318,8 +327,11 @@ def compress_loaded(lm: LoadedModel, spec: JobSpec, settings: RunSettings, compr
         "zeroshot_protocol": _zeroshot_protocol(spec),
         "calibration": _calibration_record(spec, calib),
         "spec": spec.model_dump(mode="json"), "method_details": method_report.details,
-        # What was asked and what ran: every run is resident until the layer-streaming engine lands.
-        "execution": {"requested": spec.execution.model_dump(mode="json"), "mode": "resident"},
+        # What was asked, what `auto` resolved to from the preflight estimate, and what ran: every run is
+        # resident until the layer-streaming engine lands.
+        "execution": {"requested": spec.execution.model_dump(mode="json"), "mode": "resident",
+                      "resolved": estimate.chosen if estimate is not None else None,
+                      "estimate": estimate.as_dict() if estimate is not None else None},
         "source": lm.source, "device": str(device), "versions": versions(),
     }
     return CompressedModel(model=model, tokenizer=lm.tokenizer, report=report, spec=spec,

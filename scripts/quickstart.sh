@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Spectra quickstart: install into .venv, start `spectra serve` with the embedded defaults (SQLite,
 # filesystem broker, local artifact store, one local worker), run one real compression job over the
-# HTTP API with curl, print its progress, metrics and artifacts, download the whole artifact as one
+# HTTP API with curl, follow its progress as it is pushed (Server-Sent Events), print its metrics and artifacts, download the whole artifact as one
 # tar and unpack it into a folder that transformers loads, then stop the server.
 # Set SPECTRA_KEEP_RUNNING=1 to leave the server running afterwards.
 set -euo pipefail
@@ -67,21 +67,9 @@ JOB=$(curl -fsS -X POST "$API/v1/jobs" -H "X-API-Key: $KEY" -H 'Content-Type: ap
 JOB_ID=$(printf '%s' "$JOB" | $PY -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 echo "job $JOB_ID queued"
 
-echo "== 5/5 progress"
-STATUS=queued
-LAST=""
-for i in $(seq 1 900); do
-  BODY=$(curl -fsS "$API/v1/jobs/$JOB_ID" -H "X-API-Key: $KEY")
-  LINE=$(printf '%s' "$BODY" | $PY -c 'import json,sys
-j=json.load(sys.stdin); p=j.get("progress") or {}
-f=p.get("fraction")
-print(j["status"], p.get("stage") or "-", "" if f is None else f"{100*f:.0f}%", p.get("message") or "")')
-  [ "$LINE" != "$LAST" ] && echo "  $LINE"
-  LAST=$LINE
-  STATUS=${LINE%% *}
-  case "$STATUS" in succeeded|failed|cancelled) break ;; esac
-  sleep 1
-done
+echo "== 5/5 progress (Server-Sent Events from GET $API/v1/jobs/$JOB_ID/events)"
+BODY=$($PY scripts/follow_job.py "$API" "$JOB_ID" "$KEY")
+STATUS=$(printf '%s' "$BODY" | $PY -c 'import json,sys; print(json.load(sys.stdin)["status"])')
 printf '%s' "$BODY" | $PY -c 'import json,sys
 j=json.load(sys.stdin)
 print("status:", j["status"])

@@ -1,4 +1,5 @@
 """Spectra's Celery worker: runs compression jobs whose state lives in SQL.
 
-Kept import-light: ``worker.config`` is torch-free so the API's producer can share it.
+The message contract and the sweeper live in the service core (app.messaging, app.sweeper): app/
+never imports worker/.
 """

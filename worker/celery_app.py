@@ -14,7 +14,7 @@ from celery import Celery
 from celery.signals import worker_init, worker_ready, worker_shutting_down
 
 from app.core.config import get_settings
-from worker.config import celery_config
+from app.messaging import celery_config
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _preload_library(**_: Any) -> None:
 def _start_sweeper(**_: Any) -> None:
     """Runs in the worker's main process once it consumes; pool children never get here."""
     global _sweeper
-    from worker.sweeper import Sweeper
+    from app.sweeper import Sweeper
 
     _sweeper = Sweeper.from_settings(get_settings(), send=send_compress)
     _sweeper.start()
@@ -57,6 +57,6 @@ def _stop_sweeper(**_: Any) -> None:
 
 def send_compress(job_id: str) -> None:
     """Enqueue one job by id (the same message the API sends)."""
-    from worker.config import QUEUE, TASK_NAME
+    from app.messaging import QUEUE, TASK_NAME
 
     app.send_task(TASK_NAME, args=[job_id], queue=QUEUE)

@@ -45,7 +45,10 @@ def classify(exc: BaseException) -> Failure:
         return Failure("ratio_not_reached", str(exc))
     if isinstance(exc, TransientError):
         return Failure("transient", _text(exc), retry=True)
-    return Failure("internal", f"{type(exc).__name__}: {exc}")
+    # Not the exception's text: it may name this server's paths or hosts, or advise lowering a safety
+    # setting (transformers suggests trust_remote_code=True); the worker's log keeps the details.
+    return Failure("internal", f"an internal error ({type(exc).__name__}) stopped the job; it is not a "
+                   "fault of the request. The operator's worker log has the details")
 
 
 def _code(exc: BaseException) -> str:

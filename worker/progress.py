@@ -2,7 +2,9 @@
 
 run() calls ``progress(stage, fraction, message)`` often (per layer, per window) and ``should_stop()``
 between layers. Writing every call would hammer the database, so progress is written at most every
-``min_interval`` seconds, except that a stage change is written at once with a job_event. The
+``min_interval`` seconds, each write with a `progress` job_event (what event streams carry), except
+that a new stage (a `stage` event) and a new layer are written at once: a client following the
+stream sees every stage and every layer, and sub-layer steps at most once per ``min_interval``. The
 heartbeat runs in its own thread so a long step with no progress call (one big SVD) still proves the
 worker alive; it also notices when the job was taken from us (the sweeper re-queued it).
 """
@@ -14,14 +16,17 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 from app import crud
 from compression.errors import Cancelled
+from compression.progress import STAGES, ProgressModel
 from app.core.db import session_scope
 
 log = logging.getLogger(__name__)
 
 StopReason = str  # "cancelled" | "time_limit" | "lost"
+
 
 
 class JobTracker:
@@ -49,11 +54,20 @@ class JobTracker:
         self._cancel_poll = cancel_poll_seconds
         self._clock = clock
         self._stage: str | None = None
+        self._layer: int | None = None
         self._last_write = float("-inf")
         self._last_cancel_poll = float("-inf")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.stop_reason: StopReason | None = None
+        self._model = ProgressModel(stages=(*STAGES, "upload"), clock=clock)
+
+    def use_estimate(self, estimate: dict[str, Any] | None) -> None:
+        """Weight the overall fraction and the ETA by the preflight estimate's seconds per stage."""
+        seconds = dict((estimate or {}).get("stage_seconds") or {})
+        if seconds:
+            seconds["upload"] = seconds.get("export", 1.0)  # about as long as writing it was
+            self._model = ProgressModel(seconds, stages=(*STAGES, "upload"), clock=self._clock)
 
     # --- context: heartbeat thread ---------------------------------------------------------------
 
@@ -94,20 +108,29 @@ class JobTracker:
             raise Cancelled(f"stopped during {stage}: {self.stop_reason}")
 
     def record(self, stage: str, fraction: float | None = None, message: str | None = None) -> None:
-        """Write progress (throttled); a new stage is written at once and logged as a job event."""
+        """Write progress (throttled); a new stage is written at once and logged as a job event.
+
+        Every call feeds the progress model (it times the layers), written or not."""
         now = self._clock()
+        fraction = None if fraction is None else max(0.0, min(1.0, float(fraction)))
+        snapshot = self._model.update(stage, fraction, message)
         new_stage = stage != self._stage
-        if not new_stage and now - self._last_write < self._min_interval:
+        new_layer = snapshot.layer is not None and snapshot.layer != self._layer
+        if not new_stage and not new_layer and now - self._last_write < self._min_interval:
             return
         self._stage = stage
+        self._layer = snapshot.layer
         self._last_write = now
-        fraction = None if fraction is None else max(0.0, min(1.0, float(fraction)))
+        eta = None if snapshot.eta_seconds is None else round(snapshot.eta_seconds, 1)
+        step = {"stage": stage, "fraction": fraction, "message": message, "overall_fraction": round(snapshot.fraction, 4),
+                "layer": snapshot.layer, "layers": snapshot.layers, "eta_seconds": eta}
         try:
             with session_scope(self._url) as session:
-                crud.set_progress(session, job_id=self.job_id, stage=stage, fraction=fraction, message=message)
-                if new_stage:
-                    crud.add_event(session, job_id=self.job_id, kind="stage", message=stage,
-                                   data={"stage": stage, "message": message})
+                crud.set_progress(session, job_id=self.job_id, stage=stage, fraction=fraction, message=message,
+                                  overall_fraction=step["overall_fraction"], layer=snapshot.layer,
+                                  layers=snapshot.layers, eta_seconds=eta)
+                crud.add_event(session, job_id=self.job_id, kind="stage" if new_stage else "progress",
+                               message=stage if new_stage else (message or stage), data=step)
         except Exception:  # progress is best effort; the job itself must not fail over it
             log.warning("progress write for job %s failed", self.job_id, exc_info=True)
 

@@ -6,7 +6,7 @@ timer, every 5 s: measured with bench/api_load.py, two jobs in four waited 4.5-5
 the others waited 0.5 s. Checking every 0.25 s bounds that wait; a check with nothing to replace
 only looks at the children's exit codes.
 
-Selected through the `worker_pool` setting (worker/config.py), which Celery uses whenever the
+Selected through the `worker_pool` setting (app/messaging.py), which Celery uses whenever the
 command line asks for the default prefork pool.
 """
 

@@ -1,4 +1,4 @@
-"""The Celery task `spectra.compress(job_id)`: claim, run, upload, publish, record. Nothing else.
+"""The Celery task `spectra.compress`: claim the next job (fairly), run, upload, publish, record. Nothing else.
 
 Exactly-once comes from SQL, not from the broker: the claim is one conditional UPDATE (a message
 for a finished, cancelled or live job does nothing), the artifact is uploaded under a per-attempt
@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import update
 
-from app import crud
+from app import crud, jobevents
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
+from app.crud.transitions import transition
+from app.messaging import TASK_NAME
 from app.jobstates import JobStatus
 from app.models import Job, utcnow
 from app.storage import job_prefix, store_from_settings
@@ -30,9 +31,9 @@ from app.storage.archive import archive_root, local_archive_digest
 from compression.errors import Cancelled
 from compression.specs import JobSpec
 from worker.celery_app import app
-from worker.config import TASK_NAME
 from worker.datasets import fetch_datasets
 from worker.memorycap import job_memory_cap
+from worker.preflight import store_estimate
 from worker.outcome import MAX_TRANSIENT_RETRIES, RETRY_BACKOFF_SECONDS, Failure, classify
 from worker.progress import JobTracker
 
@@ -44,22 +45,27 @@ def worker_name(hostname: str | None = None) -> str:
     return f"{hostname or socket.gethostname()}:{os.getpid()}"
 
 
-@app.task(name=TASK_NAME, bind=True, max_retries=MAX_TRANSIENT_RETRIES)
-def compress(self: Any, job_id: str) -> str:
-    """Run one job; returns the job's final status (or 'skipped'). The result is ignored by design."""
+@app.task(name=TASK_NAME, bind=True, max_retries=MAX_TRANSIENT_RETRIES,
+          Request="worker.prefilter:DropWhenNothingToClaim")
+def compress(self: Any, hint: str) -> str:
+    """Claim the next job fairly across tenants (app.crud.scheduling; `hint`, the job whose submission
+    sent this message, is taken only if its worker died) and run it. Returns the job's final status
+    (or 'skipped'). The result is ignored by design."""
     settings = get_settings()
+    jobevents.publish_through(settings.broker_url)  # the API's event streams hear of each commit
     me = worker_name(getattr(self.request, "hostname", None))
     with session_scope(settings.database_url) as session:
-        job = crud.claim_job(session, job_id=job_id, worker=me, stale_after=settings.stale_after_seconds,
-                             max_attempts=settings.max_attempts)
+        job = crud.claim_next_job(session, worker=me, stale_after=settings.stale_after_seconds,
+                                  max_attempts=settings.max_attempts, hint=hint)
         if job is None:
             log.info("job %s: nothing to do (terminal, cancelled, held by a live worker or out of attempts)",
-                     job_id)
+                     hint)
             return "skipped"
-        spec, tenant_id, attempt = dict(job.spec), job.tenant_id, job.attempts
+        job_id, spec, tenant_id, attempt, estimate = job.id, dict(job.spec), job.tenant_id, job.attempts, job.estimate
     log.info("job %s: attempt %d on %s", job_id, attempt, me)
 
-    failure = _attempt(settings, job_id=job_id, worker=me, spec=spec, tenant_id=tenant_id, attempt=attempt)
+    failure = _attempt(settings, job_id=job_id, worker=me, spec=spec, tenant_id=tenant_id, attempt=attempt,
+                       estimate=estimate)
     if failure is None:
         return JobStatus.SUCCEEDED.value
     if failure.retry and self.request.retries < MAX_TRANSIENT_RETRIES:
@@ -73,7 +79,7 @@ def compress(self: Any, job_id: str) -> str:
 
 
 def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, Any], tenant_id: int,
-             attempt: int) -> Failure | None:
+             attempt: int, estimate: dict[str, Any] | None) -> Failure | None:
     """Run, upload and publish; returns how the attempt failed, or None once the job is published."""
     work = Path(settings.home) / "work" / f"{job_id}-{attempt}"
     shutil.rmtree(work, ignore_errors=True)
@@ -89,9 +95,15 @@ def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, An
                 datasets = fetch_datasets(settings, spec, tenant_id, work / "datasets")
                 run_settings = RunSettings(model_roots=tuple(settings.model_roots), data_dir=settings.data_dir,
                                            data_roots=tuple(settings.data_roots), cache_dir=settings.hf_cache_dir,
-                                           datasets=datasets)
+                                           max_download_bytes=settings.max_download_mb * 2**20 or None,
+                                           datasets=datasets, device_memory_limit=settings.worker_device_memory,
+                                           host_memory_limit=settings.worker_host_memory)
+                job_spec = JobSpec.model_validate(spec)
+                if estimate is None:  # the API could not read the model's config: estimate before any weight
+                    estimate = store_estimate(settings, job_id=job_id, spec=job_spec, run_settings=run_settings)
+                tracker.use_estimate(estimate)
                 with job_memory_cap(settings.worker_job_memory_mb):
-                    result = run(JobSpec.model_validate(spec), work / "out", settings=run_settings,
+                    result = run(job_spec, work / "out", settings=run_settings,
                                  progress=tracker.progress, should_stop=tracker.should_stop)
             except Cancelled:
                 return _stopped(tracker)
@@ -218,14 +230,11 @@ def _release_for_retry(settings: Settings, *, job_id: str, worker: str, reason: 
     updated_at at the retry's due time keeps the sweeper from sending a duplicate in the meantime.
     """
     with session_scope(settings.database_url) as session:
-        result = session.execute(
-            update(Job).where(Job.id == job_id, Job.worker == worker, Job.status == JobStatus.RUNNING.value,
-                              Job.cancel_requested.is_(False))
-            .values(status=JobStatus.QUEUED.value, worker=None, heartbeat_at=None,
-                    updated_at=utcnow() + timedelta(seconds=countdown))
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:
+        released = transition(session, job_id=job_id, sources=[JobStatus.RUNNING], target=JobStatus.QUEUED,
+                              where=[Job.worker == worker, Job.cancel_requested.is_(False)],
+                              values={"worker": None, "heartbeat_at": None},
+                              now=utcnow() + timedelta(seconds=countdown))
+        if not released:
             return False
         crud.add_event(session, job_id=job_id, kind="message", message=f"retrying after a transient error: {reason}")
     return True

@@ -20,7 +20,7 @@ from app.security import key_matches, looks_like_api_key
 
 MAX_CACHED_KEYS = 10_000
 _BY_HASH = (
-    select(ApiKey.key_hash, Tenant.id, Tenant.name)
+    select(ApiKey.key_hash, ApiKey.id.label("key_id"), Tenant.id, Tenant.name)
     .join(Tenant, Tenant.id == ApiKey.tenant_id)
     .where(ApiKey.key_hash == bindparam("digest"), ApiKey.revoked_at.is_(None))
 )
@@ -32,6 +32,7 @@ class Principal:
 
     id: int
     name: str
+    key_id: int = 0  # the API key used: download links carry it, so revoking the key revokes them too
 
 
 class KeyCache:
@@ -69,7 +70,7 @@ async def authenticate(db: AsyncDatabase, cache: KeyCache, key: str, digest: str
         row = (await session.execute(_BY_HASH, {"digest": digest})).first()
     if row is None or not key_matches(key, row.key_hash):
         return None
-    principal = Principal(id=int(row.id), name=str(row.name))
+    principal = Principal(id=int(row.id), name=str(row.name), key_id=int(row.key_id))
     cache.put(digest, principal)
     return principal
 

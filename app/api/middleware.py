@@ -20,13 +20,25 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-class BodySizeLimit:
-    """Refuse bodies over max_bytes: from Content-Length up front, or while reading a chunked body."""
+class BodyGuard:
+    """Read a request's whole body before the application sees the request, within `max_bytes`
+    (413) and within `deadline` seconds (408), then hand it on in one piece.
 
-    def __init__(self, app: ASGIApp, max_bytes: int, uploads: dict[str, tuple[int, str]] | None = None) -> None:
-        """uploads: path -> (limit, setting) for the upload routes, whose bodies are files, not JSON."""
+    It sits outside InflightLimit: a client that sends its headers and then trickles (or never sends)
+    its body holds only its own socket and this coroutine, never one of the in-flight slots, so a
+    slow-body attack cannot keep other tenants' requests waiting; it is cut off at the deadline.
+    Bodies are small (JSON job specs, at most SPECTRA_MAX_BODY_BYTES), so holding one whole is cheap.
+
+    Uploads (`uploads`: path -> (limit, setting); files of up to SPECTRA_DATASET_MAX_BYTES) are not
+    held whole: they stream to the route under their own limit, and each piece must arrive within
+    `deadline` seconds of the previous one (a stalled upload is cut off; a slow one holds its slot).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, deadline: float,
+                 uploads: dict[str, tuple[int, str]] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.deadline = deadline
         self.uploads = uploads or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -34,35 +46,89 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         max_bytes, setting = self.uploads.get(scope["path"], (self.max_bytes, "SPECTRA_MAX_BODY_BYTES"))
-        message = f"request body larger than {max_bytes} bytes ({setting}); send less"
+        too_big = f"request body larger than {max_bytes} bytes ({setting}); send less"
+        declared = None
+        has_body = False
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > max_bytes
+                    declared = int(value)
                 except ValueError:
                     await _send_json(send, 400, {"detail": "invalid Content-Length header"})
                     return
-                if too_big:
-                    await _send_json(send, 413, {"detail": message})
-                    return
+                has_body = declared > 0
+            elif name == b"transfer-encoding":
+                has_body = True
+        if declared is not None and declared > max_bytes:
+            await _send_json(send, 413, {"detail": too_big})
+            return
+        if not has_body:
+            await self.app(scope, receive, send)
+        elif scope["path"] in self.uploads:
+            await self._stream(scope, receive, send, max_bytes, too_big)
+        else:
+            await self._whole(scope, receive, send, too_big)
+
+    def _late(self) -> dict[str, str]:
+        return {"detail": f"the request body did not arrive within {self.deadline:g} s "
+                          "(SPECTRA_BODY_TIMEOUT_SECONDS); send it at once"}
+
+    async def _whole(self, scope: Scope, receive: Receive, send: Send, too_big: str) -> None:
+        chunks: list[bytes] = []
+        received = 0
+        try:
+            async with asyncio.timeout(self.deadline):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # the client left; nothing to answer
+                    chunk = message.get("body", b"")
+                    received += len(chunk)
+                    if received > self.max_bytes:
+                        await _send_json(send, 413, {"detail": too_big})
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await _send_json(send, 408, self._late())
+            return
+        whole: Message | None = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        async def replay() -> Message:
+            nonlocal whole
+            if whole is not None:
+                message, whole = whole, None
+                return message
+            return await receive()  # after the body: only http.disconnect is left to come
+
+        await self.app(scope, replay, send)
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, max_bytes: int, too_big: str) -> None:
         received = 0
         started = refused = False
 
         async def limited_receive() -> Message:
             nonlocal received, refused
-            msg = await receive()
+            try:
+                msg = await asyncio.wait_for(receive(), self.deadline)
+            except TimeoutError:
+                if not started:
+                    refused = True
+                    await _send_json(send, 408, self._late())
+                return {"type": "http.disconnect"}  # the route stops reading
             if msg["type"] == "http.request" and not refused:
                 received += len(msg.get("body", b""))
                 if received > max_bytes and not started:
                     # Answer 413 ourselves, then tell the app the client left so it stops reading.
                     refused = True
-                    await _send_json(send, 413, {"detail": message})
+                    await _send_json(send, 413, {"detail": too_big})
                     return {"type": "http.disconnect"}
             return msg
 
         async def guarded_send(msg: Message) -> None:
             nonlocal started
-            if refused:  # whatever the app answers after our 413 is dropped
+            if refused:  # whatever the app answers after our 413 / 408 is dropped
                 return
             if msg["type"] == "http.response.start":
                 started = True
@@ -138,15 +204,22 @@ class InflightLimit:
     session are exempt, so a slow download never takes a slot.
     """
 
-    EXEMPT = ("/v1/artifacts/download", "/healthz", "/metrics")
+    EXEMPT = ("/v1/artifacts/download", "/healthz", "/metrics")  # and event streams: they hold no
+    # connection while they wait (app.api.eventstream), and may stay open for hours
 
     def __init__(self, app: ASGIApp, slots: RequestSlots) -> None:
         self.app = app
         self.slots = slots
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path", "").startswith(self.EXEMPT):
+        if scope["type"] != "http" or scope.get("path", "").startswith(self.EXEMPT) or _is_stream(scope):
             await self.app(scope, receive, send)
             return
         async with self.slots.semaphore:
             await self.app(scope, receive, send)
+
+
+def _is_stream(scope: Scope) -> bool:
+    """A request for Server-Sent Events (app.api.eventstream)."""
+    return scope.get("method") == "GET" and any(
+        name == b"accept" and b"text/event-stream" in value for name, value in scope.get("headers", ()))

@@ -6,10 +6,12 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from compression.specs import parse_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,23 +72,60 @@ class Settings(BaseSettings):
         0, ge=0, description="Memory (MiB) one job may allocate in its worker process on top of what the "
         "process held when the job started; past it the job fails with out_of_memory instead of the kernel's "
         "OOM killer ending the worker (worker/memorycap.py). 0 = no cap.")
+    worker_device_memory: int | None = Field(
+        None, description="Device memory a job may use on the workers (bytes, or '24GiB'); unset = no limit. "
+        "A submission whose preflight estimate fits it in no execution mode is refused (422), and `auto` "
+        "execution streams layer by layer when the resident estimate exceeds it.")
+    worker_host_memory: int | None = Field(
+        None, description="Host memory a job may use on the workers (bytes, or '64GiB'); unset = no limit.")
     public_url: str | None = Field(
         None, description="Base URL in local download links; unset: the URL the request came in on."
     )
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    body_timeout_seconds: float = Field(
+        10, gt=0, description="A request body must arrive within this many seconds after the headers (408 "
+        "otherwise); until it has, the request holds no in-flight slot.")
     auth_cache_seconds: float = Field(
         5, ge=0, description="How long each API process trusts a checked API key; a revoked key works "
         "that long at most. 0 = check every request.")
     rate_limit_per_minute: int = Field(0, ge=0, description="Requests per minute per API key; 0 = unlimited.")
-    max_active_jobs_per_tenant: int = Field(0, ge=0, description="Queued + running jobs a tenant may have; 0 = unlimited.")
+    max_active_jobs_per_tenant: int = Field(
+        0, ge=0, description="Queued + running jobs a tenant may have; 0 = unlimited. `spectra admin "
+        "set-tenant` overrides it (and the two below) per tenant.")
+    submissions_per_minute_per_tenant: int = Field(
+        0, ge=0, description="Jobs a tenant may submit per minute, cancelled ones included; 0 = unlimited.")
+    daily_gpu_seconds_per_tenant: int = Field(
+        0, ge=0, description="Seconds of worker (GPU) time a tenant's jobs may use in any 24 hours, from the "
+        "job rows' start and finish times; past it submissions are refused; 0 = unlimited.")
     dataset_max_bytes: int = Field(
         100 * 1024 * 1024, ge=1, description="Largest dataset file POST /v1/datasets accepts (413 above).")
     datasets_per_tenant: int = Field(
         20, ge=0, description="Datasets a tenant may keep at once (409 above: delete one first); 0 = unlimited.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allowed_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Shell patterns of the model refs tenants may compress ('org/*', "
+        "'org/name', a local folder name or '/root/*'); empty: anything under the model roots and anything the "
+        "worker's hub token can read. `spectra admin set-tenant --allowed-models` sets a tenant's own list.")
+    fleet_device: Literal["cpu", "cuda"] | None = Field(
+        None, description="What this server's workers compute on; 'cpu' refuses jobs asking for device 'cuda' "
+        "at submission instead of failing them on a worker. Unset: not checked.")
+    max_download_mb: int = Field(
+        0, ge=0, description="Largest hub model (MiB, all its files) a job may download; larger ones fail "
+        "model_too_large before the download. 0 = no limit.")
+    admin_key: SecretStr | None = Field(
+        None, description="Operator key (header X-Admin-Key): /readyz details and /metrics. Unset: no one "
+        "sees them (except /metrics with METRICS_PUBLIC).")
+    metrics_public: bool = Field(False, description="Serve /metrics without the admin key.")
     sweep_interval_seconds: float = Field(15, gt=0)
 
-    _split = field_validator("model_roots", "data_roots", "cors_origins", mode="before")(
+    @field_validator("worker_device_memory", "worker_host_memory", mode="before")
+    @classmethod
+    def _memory(cls, value: object, info: ValidationInfo) -> int | None:
+        if value is None or value == "":
+            return None
+        return parse_bytes(value, f"SPECTRA_{info.field_name.upper()}")  # type: ignore[arg-type]
+
+    _split = field_validator("model_roots", "data_roots", "cors_origins", "allowed_models", mode="before")(
         lambda cls, v: _split_list(v)
     )
 

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from app.crud.transitions import transition
 from app.jobstates import EventKind, JobStatus
 from app.models import Artifact, Job, JobEvent, Tenant, utcnow
 
@@ -19,13 +20,14 @@ class JobStateConflict(Exception):
 
 
 def create_job(
-    session: Session, *, tenant_id: int, spec: dict[str, Any],
+    session: Session, *, tenant_id: int, spec: dict[str, Any], estimate: dict[str, Any] | None = None,
     idempotency_key: str | None = None, request_hash: str | None = None,
 ) -> Job:
-    """Insert a queued job from a validated JobSpec dump (spec = JobSpec.model_dump(mode='json'))."""
+    """Insert a queued job from a validated JobSpec dump (spec = JobSpec.model_dump(mode='json')) and its
+    preflight estimate (None: the worker computes it)."""
     job = Job(
         tenant_id=tenant_id, status=JobStatus.QUEUED.value, method=spec["method"], model=spec["model"],
-        revision=spec.get("revision"), target_ratio=spec["target_ratio"], spec=spec,
+        revision=spec.get("revision"), target_ratio=spec["target_ratio"], spec=spec, estimate=estimate,
         idempotency_key=idempotency_key, request_hash=request_hash, attempts=0, cancel_requested=False,
     )
     session.add(job)
@@ -133,13 +135,9 @@ def request_cancel(session: Session, *, job_id: str, tenant_id: int) -> Job | No
     if job is None:
         return None
     now = utcnow()
-    queued = session.execute(
-        update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
-        .values(status=JobStatus.CANCELLED.value, cancel_requested=True, finished_at=now, updated_at=now,
-                error_code="cancelled", error_message="cancelled by the user before it started")
-        .execution_options(synchronize_session=False)
-    )
-    if queued.rowcount == 1:
+    if transition(session, job_id=job_id, sources=[JobStatus.QUEUED], target=JobStatus.CANCELLED, now=now,
+                  values={"cancel_requested": True, "finished_at": now, "error_code": "cancelled",
+                          "error_message": "cancelled by the user before it started"}):
         add_event(session, job_id=job_id, kind="state", message="cancelled before it started",
                   data={"status": "cancelled"})
         return get_job(session, job_id=job_id, tenant_id=tenant_id)

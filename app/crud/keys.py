@@ -39,3 +39,11 @@ def revoke_api_key(session: Session, *, prefix: str, tenant_name: str) -> int:
         .values(revoked_at=utcnow())
     )
     return result.rowcount or 0
+
+
+def list_api_keys(session: Session, *, tenant_name: str | None = None) -> list[tuple[str, ApiKey]]:
+    """(tenant name, key row) of every key, oldest first; the rows hold only a prefix and a hash."""
+    query = select(Tenant.name, ApiKey).join(Tenant, Tenant.id == ApiKey.tenant_id).order_by(ApiKey.id)
+    if tenant_name is not None:
+        query = query.where(Tenant.name == tenant_name)
+    return [(name, key) for name, key in session.execute(query).all()]

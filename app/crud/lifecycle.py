@@ -13,7 +13,8 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.crud.jobs import add_event, get_job
-from app.jobstates import ACTIVE, TERMINAL, EventKind, JobStatus
+from app.crud.transitions import transition
+from app.jobstates import ACTIVE, TERMINAL, TRANSITIONS, EventKind, JobStatus
 from app.models import Artifact, Job, JobEvent, utcnow
 
 
@@ -41,30 +42,23 @@ def claim_job(
     now = utcnow()
     cutoff = now - _seconds(stale_after)
     conditions = [
-        Job.id == job_id,
         Job.cancel_requested.is_(False),
-        or_(
-            Job.status == JobStatus.QUEUED.value,
-            and_(Job.status == JobStatus.RUNNING.value,
-                 or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff)),
-        ),
+        or_(Job.status == JobStatus.QUEUED.value, Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff),
     ]
     if max_attempts is not None:
         conditions.append(Job.attempts < max_attempts)
-    result = session.execute(
-        update(Job).where(*conditions).values(
-            status=JobStatus.RUNNING.value, attempts=Job.attempts + 1,
-            started_at=func.coalesce(Job.started_at, now), worker=worker, heartbeat_at=now, updated_at=now,
-        ).execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
+    claimed = transition(session, job_id=job_id, sources=ACTIVE, target=JobStatus.RUNNING, where=conditions, now=now,
+                         values={"attempts": Job.attempts + 1, "started_at": func.coalesce(Job.started_at, now),
+                                 "worker": worker, "heartbeat_at": now})
+    if not claimed:
         if max_attempts is not None:
             _fail_exhausted(session, job_id=job_id, cutoff=cutoff, max_attempts=max_attempts)
         return None
     job = get_job(session, job_id=job_id)
     assert job is not None
-    session.add(JobEvent(job_id=job_id, kind=EventKind.STATE.value, message=f"running on {worker}",
-                         data={"status": "running", "worker": worker, "attempt": job.attempts}))
+    # The tenant reads events: the worker's host and pid stay in the row (job.worker), for the operator.
+    session.add(JobEvent(job_id=job_id, kind=EventKind.STATE.value, message=f"running (attempt {job.attempts})",
+                         data={"status": "running", "attempt": job.attempts}))
     session.flush()
     return job
 
@@ -73,15 +67,12 @@ def _fail_exhausted(session: Session, *, job_id: str, cutoff: datetime, max_atte
     """A claimable job that has used all its attempts fails now instead of waiting forever."""
     now = utcnow()
     message = f"gave up after {max_attempts} attempts (SPECTRA_MAX_ATTEMPTS)"
-    result = session.execute(
-        update(Job).where(
-            Job.id == job_id, Job.attempts >= max_attempts, Job.cancel_requested.is_(False),
-            or_(Job.status == JobStatus.QUEUED.value,
-                and_(Job.status == JobStatus.RUNNING.value, or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff))),
-        ).values(status=JobStatus.FAILED.value, finished_at=now, updated_at=now, error_code="max_attempts",
-                 error_message=message).execution_options(synchronize_session=False)
-    )
-    if result.rowcount == 1:
+    failed = transition(
+        session, job_id=job_id, sources=ACTIVE, target=JobStatus.FAILED, now=now,
+        where=[Job.attempts >= max_attempts, Job.cancel_requested.is_(False),
+               or_(Job.status == JobStatus.QUEUED.value, Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff)],
+        values={"finished_at": now, "error_code": "max_attempts", "error_message": message})
+    if failed:
         add_event(session, job_id=job_id, kind="error", message=message, data={"status": "failed"})
 
 
@@ -104,13 +95,25 @@ def is_cancel_requested(session: Session, *, job_id: str) -> bool:
 
 def set_progress(
     session: Session, *, job_id: str, stage: str | None, fraction: float | None, message: str | None,
+    overall_fraction: float | None = None, layer: int | None = None, layers: int | None = None,
+    eta_seconds: float | None = None,
 ) -> None:
+    """fraction: of the current stage; overall_fraction: of the whole job; layer/layers: layers done of all."""
     now = utcnow()
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
         .values(progress_stage=stage, progress_fraction=fraction,
-                progress_message=(message or "")[:4000] or None, updated_at=now)
+                progress_message=(message or "")[:4000] or None, progress_overall_fraction=overall_fraction,
+                progress_layer=layer, progress_layers=layers, progress_eta_seconds=eta_seconds, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def set_estimate(session: Session, *, job_id: str, estimate: dict[str, Any]) -> None:
+    """Store the preflight estimate the worker computed (the API could not read the model's config)."""
+    session.execute(
+        update(Job).where(Job.id == job_id).values(estimate=estimate, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
 
@@ -132,18 +135,14 @@ def finish_job(
     if artifacts and final is not JobStatus.SUCCEEDED:
         raise ValueError("only a succeeded job publishes artifacts")
     now = utcnow()
-    conditions = [Job.id == job_id, Job.status.in_([s.value for s in ACTIVE])]
-    if worker is not None:
-        conditions.append(Job.worker == worker)
-    values: dict[str, Any] = {"status": final.value, "finished_at": now, "updated_at": now,
-                              "error_code": error_code, "error_message": error_message}
+    conditions = [Job.worker == worker] if worker is not None else []
+    values: dict[str, Any] = {"finished_at": now, "error_code": error_code, "error_message": error_message}
     if metrics is not None:
         values["metrics"] = metrics
     if final is JobStatus.SUCCEEDED:
-        values.update(progress_fraction=1.0)
-    result = session.execute(update(Job).where(*conditions).values(**values)
-                             .execution_options(synchronize_session=False))
-    if result.rowcount != 1:
+        values.update(progress_fraction=1.0, progress_overall_fraction=1.0, progress_eta_seconds=0.0)
+    sources = [state for state in ACTIVE if final in TRANSITIONS[state]]  # succeeded only from running
+    if not transition(session, job_id=job_id, sources=sources, target=final, where=conditions, values=values, now=now):
         return False
     for item in artifacts:
         session.add(Artifact(job_id=job_id, name=item.name, size=item.size, sha256=item.sha256, storage_key=item.key))
@@ -167,8 +166,7 @@ def requeue_or_fail_stale(session: Session, *, stale_after: float | timedelta, m
     ).all()
     requeued: list[str] = []
     for job_id, attempts, cancel_requested in stale:
-        still_stale = [Job.id == job_id, Job.status == JobStatus.RUNNING.value,
-                       or_(Job.heartbeat_at < cutoff, Job.heartbeat_at.is_(None))]
+        still_stale = [or_(Job.heartbeat_at < cutoff, Job.heartbeat_at.is_(None))]
         if cancel_requested:
             values: dict[str, Any] = {"status": JobStatus.CANCELLED.value, "finished_at": now,
                                       "error_code": "cancelled", "error_message": "cancelled; its worker had stopped"}
@@ -181,10 +179,10 @@ def requeue_or_fail_stale(session: Session, *, stale_after: float | timedelta, m
         else:
             values = {"status": JobStatus.QUEUED.value, "worker": None, "heartbeat_at": None}
             note, kind = f"worker lost after attempt {attempts}; re-queued", "state"
-        result = session.execute(update(Job).where(*still_stale).values(updated_at=now, **values)
-                                 .execution_options(synchronize_session=False))
-        if result.rowcount == 1:
-            add_event(session, job_id=job_id, kind=kind, message=note, data={"status": values["status"]})
-            if values["status"] == JobStatus.QUEUED.value:
+        target = JobStatus(values.pop("status"))
+        if transition(session, job_id=job_id, sources=[JobStatus.RUNNING], target=target, where=still_stale,
+                      values=values, now=now):
+            add_event(session, job_id=job_id, kind=kind, message=note, data={"status": target.value})
+            if target is JobStatus.QUEUED:
                 requeued.append(job_id)
     return requeued

@@ -29,10 +29,14 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def sign_token(secret: bytes, key: str, filename: str, ttl: int, now: float | None = None) -> str:
-    """payload.signature; the payload names exactly one object and an expiry time."""
-    payload = _b64(json.dumps({"k": key, "f": filename, "e": int((now or time.time()) + ttl)},
-                              separators=(",", ":")).encode())
+def sign_token(secret: bytes, key: str, filename: str, ttl: int, now: float | None = None,
+               issuer: int | None = None) -> str:
+    """payload.signature; the payload names exactly one object, an expiry time and (when given) the id
+    of the API key the link was issued to, so that revoking the key revokes the link."""
+    fields: dict[str, object] = {"k": key, "f": filename, "e": int((now or time.time()) + ttl)}
+    if issuer is not None:
+        fields["a"] = issuer
+    payload = _b64(json.dumps(fields, separators=(",", ":")).encode())
     signature = _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
     return f"{payload}.{signature}"
 
@@ -55,6 +59,13 @@ def verify_token(secret: bytes, token: str, now: float | None = None) -> tuple[s
     if (now or time.time()) > expires:
         raise TokenError("download link expired; request a new one from /v1/jobs/{id}/artifacts")
     return key, filename
+
+
+def token_issuer(token: str) -> int | None:
+    """The API key id a token was issued to (call after verify_token), or None for an older token."""
+    data = json.loads(_unb64(token.split(".")[0]))
+    issuer = data.get("a")
+    return int(issuer) if isinstance(issuer, int) else None
 
 
 class LocalStore:
@@ -109,8 +120,8 @@ class LocalStore:
     def size(self, key: str) -> int:
         return self._path(key).stat().st_size
 
-    def url_for(self, key: str, filename: str, ttl: int) -> str:
-        token = sign_token(self.secret, clean_prefix(key), filename, ttl)
+    def url_for(self, key: str, filename: str, ttl: int, issuer: int | None = None) -> str:
+        token = sign_token(self.secret, clean_prefix(key), filename, ttl, issuer=issuer)
         return f"{self.public_url}/v1/artifacts/download?token={quote(token)}"
 
     def resolve_token(self, token: str) -> tuple[str, str]:

@@ -79,7 +79,8 @@ class S3Store:
         body = self.open(key)
         return iter(lambda: body.read(chunk_size), b"")
 
-    def url_for(self, key: str, filename: str, ttl: int) -> str:
+    def url_for(self, key: str, filename: str, ttl: int, issuer: int | None = None) -> str:
+        # A presigned link is S3's to check; it ends at its expiry (LINK_TTL_SECONDS), not at revocation.
         safe_name = filename.replace('"', "").split("/")[-1]
         return self.presign_client.generate_presigned_url(
             "get_object",

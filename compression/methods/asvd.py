@@ -16,6 +16,7 @@ import torch
 
 from compression.activations import collect_input_stats
 from compression.linalg import svd, truncate
+from compression.progress import layer_message
 from compression.methods.base import CompressionContext, Compressor, MethodReport, register
 from compression.methods.factorization import (
     by_layer,
@@ -63,7 +64,8 @@ class ActivationAwareSVD(Compressor):
                     weight_f32(target, ctx.device), stats[rep[target.name]], options.alpha, target.rank
                 )
                 ranks[target.name] = install(ctx, target, out_factor, in_factor)
-            ctx.progress(0.5 + 0.5 * (done + 1) / len(layers), f"layer {index}: activation-aware SVD")
+            ctx.progress(0.5 + 0.5 * (done + 1) / len(layers),
+                         layer_message(done + 1, len(layers), "activation-aware SVD"))
         return MethodReport(
             details={"ranks": ranks, "alpha": options.alpha, "scaling": options.scaling,
                      "calibration_windows": int(calibration.shape[0])}

@@ -10,32 +10,11 @@ from __future__ import annotations
 
 from compression.architectures import decoder_layers
 from compression.attribution import block_influence
-from compression.errors import InvalidInput
 from compression.methods.base import CompressionContext, Compressor, MethodReport, register
 from compression.methods.factorization import require_calibration
+from compression.reachable import layers_to_remove
 from compression.specs import Method, ShortGPTOptions
 from compression.surgery import remove_layers
-
-TOLERANCE = 0.01  # the achieved ratio must land within 1 percentage point (DESIGN.md section 2)
-
-
-def layers_to_remove(num_layers: int, target_ratio: float, requested: int | None) -> int:
-    """How many of `num_layers` equal layers to drop for target_ratio; refuses unreachable targets."""
-    n = requested if requested is not None else round(target_ratio * num_layers)
-    reachable = ", ".join(f"{i / num_layers:.3g}" for i in range(1, num_layers))
-    if requested is not None and not 1 <= n < num_layers:
-        raise InvalidInput(
-            f"options.num_layers={n} is impossible: shortgpt must remove between 1 and {num_layers - 1} "
-            f"of this model's {num_layers} layers"
-        )
-    if not 1 <= n < num_layers or abs(n / num_layers - target_ratio) > TOLERANCE:
-        hint = f" (num_layers={n} gives {n / num_layers:.3g})" if requested is not None else ""
-        raise InvalidInput(
-            f"target_ratio {target_ratio:g} is not reachable by removing whole layers{hint}: with "
-            f"{num_layers} layers only these ratios are reachable: {reachable}"
-        )
-    return n
-
 
 @register
 class ShortGPT(Compressor):

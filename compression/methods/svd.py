@@ -7,6 +7,7 @@ error ||(W - W') X|| that the activation-aware methods target.
 from __future__ import annotations
 
 from compression.linalg import svd, truncate
+from compression.progress import layer_message
 from compression.methods.base import CompressionContext, Compressor, MethodReport, register
 from compression.methods.factorization import by_layer, install, plan_targets, weight_f32
 from compression.specs import Method, SVDOptions
@@ -26,5 +27,5 @@ class PlainSVD(Compressor):
                 u, s, vh = svd(weight_f32(target, ctx.device))
                 out_factor, in_factor = truncate(u, s, vh, target.rank)
                 ranks[target.name] = install(ctx, target, out_factor, in_factor)
-            ctx.progress((done + 1) / len(layers), f"layer {index}: truncated SVD")
+            ctx.progress((done + 1) / len(layers), layer_message(done + 1, len(layers), "truncated SVD"))
         return MethodReport(details={"ranks": ranks})

@@ -19,6 +19,7 @@ import torch
 from compression.activations import collect_input_stats
 from compression.architectures import decoder_layers
 from compression.linalg import cholesky_whitening, whitened_factors
+from compression.progress import layer_message
 from compression.methods.base import CompressionContext, Compressor, MethodReport, register
 from compression.methods.factorization import (
     Target,
@@ -73,7 +74,8 @@ class SVDLLM(Compressor):
                 if options.update:
                     out_factor = refit_out_factor(weight, in_factor, propagated[key])
                 ranks[target.name] = install(ctx, target, out_factor, in_factor)
-            ctx.progress(0.4 + 0.6 * (done + 1) / len(layers), f"layer {index}: whitened SVD")
+            ctx.progress(0.4 + 0.6 * (done + 1) / len(layers),
+                         layer_message(done + 1, len(layers), "whitened SVD"))
         details = {"ranks": ranks, "update": options.update, "calibration_windows": int(calibration.shape[0])}
         if options.update:
             details["update_windows"] = int(update_windows.shape[0])

@@ -12,7 +12,7 @@ from compression.specs.common import ALL_TARGETS, StrictModel, TargetName
 class TargetedOptions(StrictModel):
     targets: list[TargetName] = Field(
         default_factory=lambda: list(ALL_TARGETS),
-        min_length=1,
+        min_length=1, max_length=len(ALL_TARGETS),
         description="Which linear projections of every decoder layer to factorize.",
     )
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 TargetName = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ALL_TARGETS: tuple[TargetName, ...] = (
@@ -13,19 +13,35 @@ ALL_TARGETS: tuple[TargetName, ...] = (
 )
 
 
-class StrictModel(BaseModel):
-    """Every spec refuses unknown keys, so a typo is an error instead of a silent default."""
+def _is_numeric(annotation: Any) -> bool:
+    """int or float (optional or not), and not a bool field."""
+    options = get_args(annotation) or (annotation,)
+    return bool not in options and any(option in (int, float) for option in options)
 
-    model_config = ConfigDict(extra="forbid")
+
+class StrictModel(BaseModel):
+    """Every spec refuses unknown keys, so a typo is an error instead of a silent default; numbers are
+    finite (Infinity and NaN, which Python's JSON parser accepts, would be stored as null and fail the
+    job later) and never true/false (pydantic would take true as 1)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and _is_numeric(field.annotation):
+            raise ValueError("must be a number, not true or false")
+        return value
 
 
 # Hub ids as huggingface_hub accepts them: "org/name", each part starting with an alphanumeric.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}\Z")
 # A bare name is a folder looked up under the allowed local roots.
-_LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 # An absolute path is accepted syntactically; the loader still checks it lies under an allowed root.
-_ABS_PATH = re.compile(r"^/[A-Za-z0-9._/-]{1,1023}$")
-_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}$")
+_ABS_PATH = re.compile(r"^/[A-Za-z0-9._/-]{1,1023}\Z")
+_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,254}\Z")
 
 
 def validate_model_ref(value: str) -> str:
@@ -57,7 +73,7 @@ def validate_revision(value: str | None) -> str | None:
     return value
 
 
-_DATA_PATH = re.compile(r"^/?[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+_DATA_PATH = re.compile(r"^/?[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*\Z")
 
 
 def validate_data_path(value: str | None) -> str | None:

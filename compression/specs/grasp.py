@@ -52,7 +52,8 @@ class GraspOptions(TargetedOptions):
         "(default: ceil(target_ratio * L / 0.9), the reference's 90% per-matrix compression).",
     )
     layers: list[int] | None = Field(
-        None, min_length=1, description="Explicit decoder layer indices to replace (skips Block Influence)."
+        None, min_length=1, max_length=1024,
+        description="Explicit decoder layer indices to replace (skips Block Influence)."
     )
     rank_ratio: float | None = Field(
         None, gt=0, lt=1,

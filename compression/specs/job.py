@@ -132,6 +132,15 @@ class JobSpec(StrictModel):
     _model_ref = field_validator("model")(validate_model_ref)
     _revision = field_validator("revision")(validate_revision)
 
+    @field_validator("revision")
+    @classmethod
+    def _revision_on_hub_ids_only(cls, value: str | None, info: ValidationInfo) -> str | None:
+        model = info.data.get("model")
+        if value is not None and model is not None and (model.startswith("/") or "/" not in model):
+            raise ValueError("revision applies to Hugging Face ids ('org/name') only; a local model folder "
+                             "has no revisions: leave revision out")
+        return value
+
     @field_validator("options")
     @classmethod
     def _validate_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:

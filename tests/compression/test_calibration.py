@@ -41,7 +41,7 @@ def test_user_files_txt_and_jsonl_under_roots(tiny_tokenizer, tmp_path: Path, da
         spec = CalibrationSpec(source="file", path=str(tmp_path / name), samples=3, seq_len=32)
         assert calibration_windows(tiny_tokenizer, spec, data_dir, (tmp_path,), seed=0).shape == (3, 32)
     spec = CalibrationSpec(source="file", path=str(tmp_path / "mine.txt"), samples=3, seq_len=32)
-    with pytest.raises(PathNotAllowed, match="outside the allowed data roots"):
+    with pytest.raises(PathNotAllowed, match="outside this server's data roots"):
         calibration_windows(tiny_tokenizer, spec, data_dir, (data_dir,), seed=0)
     (tmp_path / "bad.jsonl").write_text('{"content": "x"}\n')
     with pytest.raises(InvalidInput, match="no string field 'text'"):

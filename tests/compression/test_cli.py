@@ -52,6 +52,10 @@ def test_compress_end_to_end(env: Path, tmp_path: Path, capsys: pytest.CaptureFi
     assert report["method"] == "svd" and report["protocol"]["windows"] == 2
     assert report["spec"]["execution"]["mode"] == "resident" and report["execution"]["mode"] == "resident"
     assert "compress" in captured.err  # the progress bars
+    # The estimate comes first, before the run's output, with every execution mode.
+    assert captured.out.startswith("preflight estimate (656,000 parameters on cpu; execution: resident)")
+    assert "sequential (offload disk): device" in captured.out
+    assert report["execution"]["resolved"] == "resident" and report["execution"]["estimate"]["params"] == 656_000
 
 
 @pytest.mark.parametrize(
@@ -63,6 +67,7 @@ def test_compress_end_to_end(env: Path, tmp_path: Path, capsys: pytest.CaptureFi
         (["--method", "svd", "--ratio", "0.2", "--model-x"], "unrecognized"),
         (["--method", "svd", "--ratio", "0.2", "--execution", "streamed"], "--execution"),
         (["--method", "svd", "--ratio", "0.2", "--max-host-memory", "lots"], "max_host_memory"),
+        (["--method", "svd", "--ratio", "0.2", "--max-host-memory", "20MiB"], "does not fit"),
     ],
 )
 def test_bad_input_exits_2_with_message(argv: list[str], message: str, env: Path, tmp_path: Path,
@@ -116,25 +121,25 @@ def test_quiet_prints_nothing_but_the_artifact(env: Path, tmp_path: Path) -> Non
     assert done.stderr == "" and done.stdout.startswith("artifact: ")
 
 
-def test_terminal_shows_overall_bar_with_eta(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_terminal_shows_overall_bar_with_eta() -> None:
     import io
 
     from compression.cli_progress import ProgressDisplay
+    from compression.progress import ProgressModel
 
     now = [0.0]
-    monkeypatch.setattr("compression.cli_progress.time.monotonic", lambda: now[0])
     stream = io.StringIO()
     display = ProgressDisplay(quiet=False, stream=stream, interactive=True)
+    display.model = ProgressModel(clock=lambda: now[0])
     for stage, seconds in (("load", 2.0), ("calibrate", 1.0), ("evaluate_before", 10.0)):
         display(stage, 0.0, "")
         now[0] += seconds
         display(stage, 1.0, "")
-    display("compress", 0.0, "layer 0")
-    assert display.clock.remaining() is None  # nothing predicts compress before it has run
+    display("compress", 0.0, "layer 0/2: whitened SVD")
     now[0] += 30.0
-    display("compress", 0.5, "layer 1")
+    display("compress", 0.5, "layer 1/2: whitened SVD")
     display.close()
     text = stream.getvalue()
-    assert "overall" in text and "layer 1" in text
-    # half of compress took 30 s: 30 s left there, plus evaluate_after ~ evaluate_before's 10 s
-    assert "ETA 00:40" in text
+    assert "overall" in text and "layer 1/2" in text
+    # 30 s for the one layer left, plus evaluate_after and export at the rate the finished work ran
+    assert "ETA 00:44" in text

@@ -61,7 +61,7 @@ def test_calibration_file_outside_data_roots(settings: RunSettings, tmp_path: Pa
     story = tmp_path / "story.txt"
     story.write_text("Once upon a time. " * 500)
     spec = _spec(method="svd_llm", calibration={"source": "file", "path": str(story), "seq_len": 64})
-    _fails(PathNotAllowed, "outside the allowed data roots", spec, settings, tmp_path)
+    _fails(PathNotAllowed, "outside this server's data roots", spec, settings, tmp_path)
 
 
 def test_windows_longer_than_the_model(settings: RunSettings, tmp_path: Path) -> None:

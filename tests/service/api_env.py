@@ -28,6 +28,7 @@ REDIS_URL = os.environ.get("SPECTRA_TEST_REDIS_URL", "redis://127.0.0.1:6379").r
 MODEL_ROOT = "/srv/spectra-models"
 DATA_ROOT = "/srv/spectra-data"
 MAX_BODY = 64 * 1024
+BODY_TIMEOUT = 3  # seconds for a request body to arrive (slowloris tests wait for it)
 
 
 @contextmanager
@@ -67,15 +68,22 @@ class ApiServer:
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=20)
 
 
+# The operator's key: /readyz details and /metrics (app/api/operator.py).
+ADMIN_KEY = "test-admin-key"
+OPERATOR = {"X-Admin-Key": ADMIN_KEY}
+
+
 def server_env(home: Path, database_url: str, broker_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPECTRA_")}
     env.update({
         "SPECTRA_HOME": str(home), "SPECTRA_DATABASE_URL": database_url, "SPECTRA_BROKER_URL": broker_url,
         "SPECTRA_MODEL_ROOTS": MODEL_ROOT, "SPECTRA_DATA_ROOTS": DATA_ROOT,
         "SPECTRA_SIGNING_SECRET": "test-signing-secret",
+        "SPECTRA_ADMIN_KEY": ADMIN_KEY,
         "SPECTRA_MAX_BODY_BYTES": str(MAX_BODY),
+        "SPECTRA_BODY_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
         # Check the key on every request: these tests revoke a key and expect the next request to fail
-        # (the cache's own behaviour is tested in test_api_fastpath.py).
+        # (the cache's own behaviour is tested in test_api_reads.py).
         "SPECTRA_AUTH_CACHE_SECONDS": "0",
     })
     env.update(extra)
@@ -88,7 +96,8 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     home = tmp_path_factory.mktemp(f"api-{request.param}")
     port = free_port()
     with backing_services(request.param, home) as (database_url, broker_url):
-        process = start_api(server_env(home, database_url, broker_url), port, home / "logs")
+        process = start_api(server_env(home, database_url, broker_url, SPECTRA_PUBLIC_URL=f"http://127.0.0.1:{port}"),
+                            port, home / "logs")
         try:
             yield ApiServer(request.param, f"http://127.0.0.1:{port}", database_url, broker_url, home)
         finally:
@@ -111,7 +120,11 @@ def backing_services(kind: str, home: Path) -> Iterator[tuple[str, str]]:
 @contextmanager
 def redis_broker() -> Iterator[str]:
     """A Redis db (1-15) for the broker; the gpu queue is deleted afterwards (nobody consumes it)."""
-    broker = f"{REDIS_URL}/{random.randint(1, 15)}"
+    from tests.service.support.infra import _DBS_IN_USE  # a db no stack of this session uses
+
+    number = random.choice(sorted(set(range(1, 16)) - _DBS_IN_USE))
+    _DBS_IN_USE.add(number)
+    broker = f"{REDIS_URL}/{number}"
     client = redis.Redis.from_url(broker, socket_timeout=5)
     try:
         client.ping()
@@ -121,6 +134,7 @@ def redis_broker() -> Iterator[str]:
     try:
         yield broker
     finally:
+        _DBS_IN_USE.discard(number)
         client.delete("gpu")
         client.close()
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 from app import crud
 from app.core.db import session_scope
 from app.core.migrations import upgrade_head
-from tests.service.api_env import job_body, redis_broker, server_env, throwaway_postgres
+from tests.service.api_env import OPERATOR, job_body, redis_broker, server_env, throwaway_postgres
 from tests.service.support.processes import free_port, start_api, wait_until
 from tests.service.tcp_proxy import TcpProxy
 
@@ -36,12 +36,12 @@ def test_database_outage_gives_503_then_recovers(tmp_path: Path) -> None:
                 response = client.request(method, path, json=job_body() if method == "POST" else None)
                 assert response.status_code == 503, (path, response.status_code, response.text)
                 assert "database is unavailable" in response.json()["detail"]
-            ready = client.get("/readyz")
+            ready = client.get("/readyz", headers=OPERATOR)
             assert ready.status_code == 503 and not ready.json()["checks"]["database"]["ok"]
             assert ready.json()["checks"]["broker"]["ok"] and ready.json()["checks"]["store"]["ok"]
 
             proxy.start()  # same port: the pool's pre-ping replaces the dead connections
-            wait_until(lambda: client.get("/readyz").status_code == 200, 30, "readiness after the outage")
+            wait_until(lambda: client.get("/readyz", headers=OPERATOR).status_code == 200, 30, "readiness after the outage")
             again = client.get(f"/v1/jobs/{job.json()['id']}")
             assert again.status_code == 200 and again.json()["status"] == "queued"
             assert "Exception in ASGI application" not in api.log_text()  # nothing went unhandled

@@ -47,7 +47,8 @@ def test_create_job_commits_row_then_enqueues(api: ApiServer) -> None:
         assert client.get(response.headers["location"]).json() == job
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
     assert job["status"] == "queued" and job["attempts"] == 0 and job["error"] is None
-    assert job["progress"] == {"stage": None, "fraction": None, "message": None}
+    assert job["progress"] == {"stage": None, "fraction": None, "message": None, "overall_fraction": None,
+                               "layer": None, "layers": None, "eta_seconds": None}
     assert job["spec"]["calibration"] == {"source": "tinystories", "path": None, "texts": None, "samples": 4,
                                           "seq_len": 64, "dataset_id": None, "dataset_sha256": None}
     assert job["spec"]["options"] == {"targets": ["q_proj", "k_proj"]}
@@ -78,7 +79,9 @@ def test_invalid_bodies_get_422_naming_the_field(api: ApiServer) -> None:
             assert _fields(post(model=model)) == ["model"], model
         assert post(model=f"{MODEL_ROOT}/tiny").status_code == 202
         outside = post(calibration={"source": "file", "path": "/etc/shadow"})
-        assert _fields(outside) == ["calibration.path"] and DATA_ROOT in outside.json()["detail"][0]["msg"]
+        # Names the rule, not the server's folders (least disclosure).
+        assert _fields(outside) == ["calibration.path"] and "data roots" in outside.json()["detail"][0]["msg"]
+        assert DATA_ROOT not in outside.text
         assert post(calibration={"source": "file", "path": f"{DATA_ROOT}/calib.txt"}).status_code == 202
         assert post(calibration={"source": "texts", "texts": ["Once upon a time."] * 3}).status_code == 202
         assert _fields(post(calibration={"source": "texts", "texts": ["x"] * 257})) == ["calibration.texts"]

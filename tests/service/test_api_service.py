@@ -22,7 +22,7 @@ from app.main import create_app
 from app.storage import job_prefix
 from app.storage.local import LocalStore, sign_token
 from compression.specs import METHODS
-from tests.service.api_env import ApiServer, api, job_body, redis_broker  # noqa: F401
+from tests.service.api_env import ADMIN_KEY, OPERATOR, ApiServer, api, job_body, redis_broker  # noqa: F401
 
 
 def test_methods_list_every_method_with_its_options_schema(api: ApiServer) -> None:
@@ -81,7 +81,7 @@ def test_artifacts_download_through_signed_links(api: ApiServer, tmp_path: Path)
     assert gone.status_code == 403 and "expired" in gone.json()["detail"]
     with api.client(api.new_key("not-the-owner")) as client:
         assert client.get(f"/v1/jobs/{job['id']}/artifacts").status_code == 404
-    durations = httpx.get(f"{api.base_url}/metrics").text
+    durations = httpx.get(f"{api.base_url}/metrics", headers=OPERATOR).text
     assert 'spectra_job_duration_seconds_count{status="succeeded"}' in durations
 
 
@@ -95,12 +95,14 @@ def test_unknown_paths_and_methods_say_what_to_use(api: ApiServer) -> None:
 
 
 def test_readyz_healthz_and_metrics(api: ApiServer) -> None:
-    ready = httpx.get(f"{api.base_url}/readyz").json()
+    assert httpx.get(f"{api.base_url}/readyz").json() == {"status": "ready"}  # no details without the key
+    ready = httpx.get(f"{api.base_url}/readyz", headers=OPERATOR).json()
     assert ready["status"] == "ready" and all(c["ok"] for c in ready["checks"].values())
+    assert httpx.get(f"{api.base_url}/metrics").status_code == 401
     assert httpx.get(f"{api.base_url}/healthz").json() == {"status": "ok"}
     with api.client(api.new_key("metrics")) as client:
         client.post("/v1/jobs", json=job_body())
-    text = httpx.get(f"{api.base_url}/metrics").text
+    text = httpx.get(f"{api.base_url}/metrics", headers=OPERATOR).text
     assert 'spectra_jobs{status="queued"}' in text
     source = "broker" if api.broker_url.startswith("redis") else "sql"  # Redis: LLEN of the gpu queue
     depth = next(line for line in text.splitlines() if line.startswith(f'spectra_queue_depth{{source="{source}"}}'))
@@ -110,7 +112,7 @@ def test_readyz_healthz_and_metrics(api: ApiServer) -> None:
 
 
 def _local_settings(tmp_path: Path, **overrides: object) -> Settings:
-    return Settings(home=tmp_path, signing_secret="s", **overrides)  # type: ignore[arg-type]
+    return Settings(home=tmp_path, signing_secret="s", admin_key=ADMIN_KEY, **overrides)  # type: ignore[arg-type]
 
 
 def test_database_down_gives_503_not_500(tmp_path: Path) -> None:
@@ -119,7 +121,7 @@ def test_database_down_gives_503_not_500(tmp_path: Path) -> None:
         response = client.get("/v1/jobs", headers={"X-API-Key": "sk_" + "a" * 43})
         assert response.status_code == 503 and "database is unavailable" in response.json()["detail"]
         assert response.headers["retry-after"]
-        ready = client.get("/readyz")
+        ready = client.get("/readyz", headers=OPERATOR)
         assert ready.status_code == 503 and ready.json()["checks"]["database"]["ok"] is False
         assert "database" in ready.json()["detail"] and ready.json()["checks"]["store"]["ok"] is True
 
@@ -127,7 +129,7 @@ def test_database_down_gives_503_not_500(tmp_path: Path) -> None:
 def test_broker_down_fails_readiness_and_submission(tmp_path: Path) -> None:
     settings = _local_settings(tmp_path, broker_url="redis://127.0.0.1:1/0")
     with TestClient(create_app(settings)) as client:
-        ready = client.get("/readyz")
+        ready = client.get("/readyz", headers=OPERATOR)
         assert ready.status_code == 503 and ready.json()["checks"]["broker"]["ok"] is False
         with session_scope(settings.database_url or "") as session:
             _, key = crud.create_api_key(session, tenant_name="t")

@@ -172,6 +172,12 @@ def test_submit_from_the_form_and_watch_it_succeed_live(page: Page, embedded: St
     row = page.inner_text("#before-after tr[data-row='perplexity']")
     assert ppl(metrics["ppl_before"]) in row and ppl(metrics["ppl_after"]) in row
     assert f"{metrics['achieved_ratio'] * 100:.2f} %" in page.inner_text("#summary")
+    # The preflight estimate the API stored at submission: its modes, and its stage times beside the measured.
+    estimate = job["estimate"]
+    assert page.locator("#estimate-modes tbody tr").count() == len(estimate["modes"])
+    outlines = page.eval_on_selector_all("#chart-stages rect.bar-compare",
+                                         "els => Object.fromEntries(els.map(e => [e.dataset.label, Number(e.dataset.compare)]))")
+    assert outlines == {k: v for k, v in estimate["stage_seconds"].items() if k in metrics["seconds"]}
     page.wait_for_selector("#events tr[data-kind='state']:has-text('succeeded')")
     page.wait_for_selector("#artifacts a.download")
     shots.take(page, "03-job-succeeded")
@@ -208,6 +214,38 @@ def test_validation_errors_appear_beside_their_fields(page: Page, embedded: Stac
     assert len(api.http.get("/v1/jobs").json()["items"]) == before  # nothing was submitted
 
 
+def test_upload_a_dataset_and_submit_with_it(page: Page, embedded: Stack, api: ApiClient, shots: Screenshots,
+                                            data_dir: Path) -> None:
+    text = (data_dir / "tinystories" / "TinyStories-valid.head16k.txt").read_bytes()[:4000]
+    sign_in(page, embedded, api.key, "#/submit")
+    page.wait_for_selector("#datasets")
+    page.set_input_files("#dataset-file", files=[{"name": "stories.txt", "mimeType": "text/plain", "buffer": text}])
+    page.click("#dataset-upload")
+    page.wait_for_selector("#dataset-status:has-text('uploaded stories.txt')")
+    (dataset,) = [d for d in api.http.get("/v1/datasets").json() if d["name"] == "stories.txt"]
+    assert page.locator(f"#datasets-list tr[data-dataset='{dataset['id']}']").count() == 1
+    # Picked at once: the calibration fields now name it.
+    assert page.input_value("#f-calibration-source") == "dataset"
+    assert page.input_value("#f-calibration-dataset_id") == dataset["id"]
+    _fill_form(page, {"#f-model": TINY, "#f-target_ratio": "0.2", "#f-calibration-samples": "2",
+                      "#f-calibration-seq_len": "32"}, method="asvd")
+    page.uncheck("#f-evaluation-enabled")
+    shots.take(page, "05-submit-dataset")
+    page.click("#submit-job")
+    page.wait_for_function("() => location.hash.startsWith('#/jobs/')")
+    job = api.job(page.evaluate("location.hash.split('/')[2]"))
+    assert job["spec"]["calibration"]["source"] == "dataset"
+    assert job["spec"]["calibration"]["dataset_id"] == dataset["id"]
+    assert api.wait_terminal(job["id"], timeout=120)["status"] == "succeeded"
+    # A file the API refuses: its message is shown, nothing is added.
+    page.goto(f"{embedded.base_url}/#/submit")
+    page.set_input_files("#dataset-file", files=[{"name": "weights.bin", "mimeType": "application/octet-stream",
+                                                  "buffer": b"\x00\x01"}])
+    page.click("#dataset-upload")
+    page.wait_for_selector("#dataset-status:has-text('Upload refused')")
+    assert len(api.http.get("/v1/datasets").json()) == 1
+
+
 def test_cancel_a_job_from_its_page(page: Page, embedded: Stack, api: ApiClient, shots: Screenshots) -> None:
     job = api.submit_ok(LONG)
     sign_in(page, embedded, api.key, f"#/jobs/{job['id']}")
@@ -216,7 +254,7 @@ def test_cancel_a_job_from_its_page(page: Page, embedded: Stack, api: ApiClient,
     assert "cancelled" in page.inner_text("#job-error")
     assert page.locator("#cancel-job").count() == 0
     assert api.job(job["id"])["status"] == "cancelled"
-    shots.take(page, "05-job-cancelled")
+    shots.take(page, "06-job-cancelled")
 
 
 def _succeeded(api: ApiClient, method: str, ratio: float) -> dict[str, Any]:
@@ -241,7 +279,7 @@ def test_compare_draws_perplexity_against_achieved_ratio_per_method(page: Page, 
         assert point["x"] == job["metrics"]["achieved_ratio"] and point["y"] == job["metrics"]["ppl_after"]
     assert {"svd", "asvd"} <= set(page.eval_on_selector_all("#chart-ppl .legend", "els => els.map(e => e.textContent)"))
     assert page.locator("#chart-ppl polyline.series-line").count() >= 1  # svd's two points joined
-    shots.take(page, "06-compare")
+    shots.take(page, "07-compare")
     # Unticking a job removes its point.
     page.uncheck(f"#compare-jobs tr[data-job='{jobs[0]['id']}'] input")
     assert page.locator(f"#chart-ppl circle[data-job='{jobs[0]['id']}']").count() == 0
@@ -250,7 +288,7 @@ def test_compare_draws_perplexity_against_achieved_ratio_per_method(page: Page, 
 def test_jobs_table_filters_and_pages(page: Page, embedded: Stack, api: ApiClient, shots: Screenshots) -> None:
     sign_in(page, embedded, api.key)
     page.wait_for_selector("#jobs-table tbody tr[data-job]")
-    shots.take(page, "07-jobs")
+    shots.take(page, "08-jobs")
     page.select_option("#filter-status", "succeeded")
     page.wait_for_function("() => [...document.querySelectorAll('#jobs-table tbody tr[data-job]')]"
                            ".every(r => r.dataset.status === 'succeeded')")
@@ -291,7 +329,7 @@ def test_markup_in_a_model_id_and_messages_stays_text(page: Page, embedded: Stac
     assert MARKUP in page.inner_text("#job-error") and MARKUP in page.inner_text("#events")
     assert page.locator("#view img, #view script").count() == 0
     assert page.evaluate("window.__xss") is None
-    shots.take(page, "08-markup-as-text")
+    shots.take(page, "09-markup-as-text")
 
 
 def test_event_stream_parser_reassembles_events_split_across_chunks(page: Page, embedded: Stack, api: ApiClient) -> None:

@@ -49,15 +49,23 @@ def test_job_succeeds_with_progress_and_a_loadable_artifact(any_stack: Stack, al
     job = alice.submit_ok({**FAST_JOB, "evaluation": {**FAST_JOB["evaluation"], "zeroshot": ["piqa"],
                                                       "zeroshot_limit": 2}})
     assert job["status"] == "queued"
+    # The API read the model's config.json from the hub cache: the preflight estimate is there at once.
+    assert job["estimate"]["params"] == 656_000 and job["estimate"]["chosen"] == "resident"
     seen: list[tuple[str, str | None]] = []
+    overall: list[float] = []
 
     def record(j: dict[str, Any]) -> bool:
         seen.append((j["status"], j["progress"]["stage"]))
+        if j["status"] == "running" and j["progress"]["overall_fraction"] is not None:
+            overall.append(j["progress"]["overall_fraction"])
         return j["status"] in {"succeeded", "failed", "cancelled"}
 
     final = alice.wait(job["id"], record, timeout=240, what="the end of the job")
     assert final["status"] == "succeeded", f"{final}\n{any_stack.logs()}"
     assert any(status == "running" for status, _ in seen), seen
+    assert overall == sorted(overall), overall  # the whole job's fraction never goes back across stages
+    assert final["progress"]["eta_seconds"] == 0.0 and final["progress"]["overall_fraction"] == 1.0
+    assert final["estimate"] == job["estimate"]
     stages = [e["message"] for e in alice.events(job["id"]) if e["kind"] == "stage"]
     assert stages == STAGES, stages
     assert final["started_at"] and final["finished_at"] and final["error"] is None

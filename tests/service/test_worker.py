@@ -49,15 +49,19 @@ def test_redelivery_of_a_finished_job_is_a_no_op(distributed: Stack) -> None:
     assert snapshot() == before
 
 
-def _ran_on(client: Any, job_id: str) -> str:
-    """'node:pid' of the pool child that claimed the job (from its 'running on ...' event)."""
-    return next(e["data"]["worker"] for e in client.events(job_id) if e["message"].startswith("running on"))
+def _ran_on(stack: Stack, job_id: str) -> str:
+    """'node:pid' of the pool child that claimed the job (the job row's worker: events do not name it)."""
+    from app.core.db import session_scope
+    from app.models import Job
+
+    with session_scope(stack.settings().database_url) as session:
+        return str(session.scalar(select(Job.worker).where(Job.id == job_id)))
 
 
 def test_each_job_runs_in_a_fresh_pool_child(distributed: Stack) -> None:
     """SPECTRA_WORKER_MAX_TASKS_PER_CHILD defaults to 1: the same Celery worker (one pool process)
     runs two jobs in two different children, so nothing one job leaked reaches the next."""
-    from worker.config import celery_config
+    from app.messaging import celery_config
 
     settings = distributed.settings()  # what the worker process read
     assert celery_config(settings)["worker_max_tasks_per_child"] == 1
@@ -72,7 +76,7 @@ def test_each_job_runs_in_a_fresh_pool_child(distributed: Stack) -> None:
     for _ in range(2):
         job = alice.submit_ok(FAST_JOB)
         assert alice.wait_terminal(job["id"], timeout=240)["status"] == "succeeded", distributed.logs()
-        children.append(_ran_on(alice, job["id"]))
+        children.append(_ran_on(distributed, job["id"]))
     assert all(child.startswith(f"{worker.name}@") for child in children), children  # one Celery node
     assert children[0] != children[1], children  # two pool children
     assert worker.alive()
@@ -145,7 +149,7 @@ def _row(database_url: str, job_id: str) -> Any:
 def test_sweeper_requeues_a_stale_job_then_fails_it_after_max_attempts(quiet_database: str) -> None:
     from app import crud
     from app.core.db import session_scope
-    from worker.sweeper import sweep_once
+    from app.sweeper import sweep_once
 
     settings = _settings(quiet_database)
     live = _running_job(quiet_database, attempts=1, heartbeat_age=5)
@@ -178,7 +182,7 @@ def test_sweeper_resends_a_queued_job_whose_message_was_lost(quiet_database: str
     from app.core.db import session_scope
     from app.models import Job, utcnow
     from compression.specs import JobSpec
-    from worker.sweeper import sweep_once
+    from app.sweeper import sweep_once
 
     settings = _settings(quiet_database)
     spec = JobSpec.model_validate(FAST_JOB).model_dump(mode="json")
@@ -258,7 +262,7 @@ def test_api_side_modules_never_import_torch() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, app.cli, worker.config, worker.celery_app, worker.sweeper, worker.outcome; "
+    code = ("import sys, app.cli, app.messaging, app.sweeper, worker.celery_app, worker.outcome; "
             "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
             "sys.exit(f'imported {bad}' if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -289,7 +293,7 @@ def test_a_fork_waits_for_the_sweep_in_progress() -> None:
     import threading
     import time
 
-    from worker import sweeper
+    from app import sweeper
 
     sweeping, state = threading.Event(), {"done": False}
 

@@ -67,3 +67,22 @@ class ApiClient:
         assert response.status_code == 200, response.text
         body = response.json()
         return list(body["events"] if isinstance(body, dict) else body)
+
+
+def read_stream(response: httpx.Response, stop_after: int | None = None) -> list[dict[str, str]]:
+    """The Server-Sent Events of a streamed response (each as its fields: event, id, data), until the
+    server ends the stream or `stop_after` events have arrived (then the caller hangs up)."""
+    events: list[dict[str, str]] = []
+    fields: dict[str, str] = {}
+    for line in response.iter_lines():
+        if line == "":
+            if "data" in fields:
+                events.append(fields)
+                if stop_after is not None and len(events) >= stop_after:
+                    break
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ") if name != "data" else (
+                fields["data"] + "\n" + value.removeprefix(" ") if "data" in fields else value.removeprefix(" "))
+    return events

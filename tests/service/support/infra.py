@@ -39,10 +39,17 @@ def migrate(database_url: str, extra_env: Mapping[str, str] | None = None) -> No
         raise RuntimeError(f"spectra migrate failed:\n{done.stdout}\n{done.stderr}")
 
 
+_DBS_IN_USE: set[int] = set()
+
+
 @contextmanager
 def redis_database() -> Iterator[str]:
-    """A Redis db number of its own (1-15), flushed before and after."""
-    url = f"{REDIS_URL}/{random.randint(1, 15)}"
+    """A Redis db number of its own (1-15), flushed before and after. Two stacks of one test session never
+    share one: a worker of the other stack would take (and, finding nothing in its database, drop) this
+    stack's messages."""
+    number = random.choice(sorted(set(range(1, 16)) - _DBS_IN_USE))
+    _DBS_IN_USE.add(number)
+    url = f"{REDIS_URL}/{number}"
     client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
     try:
         client.flushdb()
@@ -52,6 +59,7 @@ def redis_database() -> Iterator[str]:
     try:
         yield url
     finally:
+        _DBS_IN_USE.discard(number)
         client.flushdb()
         client.close()
 

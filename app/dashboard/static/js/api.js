@@ -45,6 +45,18 @@ export async function request(path, { method = "GET", body, headers = {}, signal
   return { status: response.status, data, headers: response.headers };
 }
 
+/** POST a file as multipart/form-data (field `file`); the browser writes the boundary header. */
+export async function upload(path, file) {
+  const form = new FormData();
+  form.append("file", file, file.name);
+  const response = await fetch(path, { method: "POST", body: form, cache: "no-store", credentials: "omit",
+    headers: { Accept: "application/json", "X-API-Key": auth.key() } });
+  if (response.status === 401) listeners.forEach((fn) => fn());
+  const data = await parse(response);
+  if (!response.ok) throw new ApiError(response.status, data && typeof data === "object" ? data.detail : data);
+  return data;
+}
+
 /** GET with If-None-Match: the last body again (changed=false) when the server answers 304. */
 export class Conditional {
   constructor() { this.cache = new Map(); }

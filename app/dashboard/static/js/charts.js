@@ -6,24 +6,34 @@ import { num, percent } from "./format.js";
 
 export const PALETTE = ["#2563eb", "#dc2626", "#059669", "#d97706", "#7c3aed", "#db2777", "#0891b2", "#65a30d"];
 
-/** Horizontal bars: [{label, value, display?}] with the value printed at each bar's end. */
-export function barChart(bars, { title, unit = "", width = 560, color = PALETTE[0] } = {}) {
+/**
+ * Horizontal bars: [{label, value, display?, compare?}] with the value printed at each bar's end; a
+ * `compare` value (an estimate) is drawn as an outline on the same scale.
+ */
+export function barChart(bars, { title, unit = "", width = 640, color = PALETTE[0] } = {}) {
   const row = 22;
   const labelWidth = 130;
   const height = bars.length * row + 10;
-  const max = Math.max(...bars.map((b) => b.value), 1e-12);
-  const span = width - labelWidth - 80;
+  const max = Math.max(...bars.map((b) => Math.max(b.value, b.compare ?? 0)), 1e-12);
+  const withCompare = bars.some((b) => typeof b.compare === "number");
+  const span = width - labelWidth - (withCompare ? 190 : 90);  // room for the printed values
   const svg = s("svg", { class: "chart bar-chart", viewBox: `0 0 ${width} ${height}`, width, height, role: "img",
     "aria-label": title || "bar chart" });
   bars.forEach((bar, i) => {
     const y = 5 + i * row;
     const w = Math.max(1, (bar.value / max) * span);
     const shown = bar.display ?? `${num(bar.value)}${unit}`;
+    if (typeof bar.compare === "number") {
+      svg.append(s("rect", { x: labelWidth, y: y + 1, width: Math.max(1, (bar.compare / max) * span), height: row - 4,
+        class: "bar-compare", fill: "none", dataset: { label: bar.label, compare: bar.compare } },
+      s("title", {}, `${bar.label}: estimated ${num(bar.compare)}`)));
+    }
     svg.append(
       s("text", { x: labelWidth - 6, y: y + 14, "text-anchor": "end", class: "label" }, bar.label),
       s("rect", { x: labelWidth, y: y + 2, width: w, height: row - 6, fill: color, class: "bar",
         dataset: { label: bar.label, value: bar.value } }, s("title", {}, `${bar.label}: ${shown}`)),
-      s("text", { x: labelWidth + w + 6, y: y + 14, class: "value" }, shown),
+      s("text", { x: labelWidth + Math.max(w, typeof bar.compare === "number" ? (bar.compare / max) * span : 0) + 6,
+        y: y + 14, class: "value" }, bar.compareDisplay ? `${shown} (est. ${bar.compareDisplay})` : shown),
     );
   });
   return svg;

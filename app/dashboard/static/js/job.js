@@ -85,19 +85,46 @@ export function flatFacts(value, prefix = "", out = []) {
   return out;
 }
 
-function estimateView(estimate) {
-  const facts = flatFacts(estimate).slice(0, 60);
-  return h("details", { id: "estimate" }, h("summary", {}, "Preflight estimate (from the model's config, before it ran)"),
-    h("dl", { class: "facts wide" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
+function estimateView(job) {
+  const estimate = job.estimate;
+  const facts = [];
+  if (estimate.params !== undefined) facts.push(["parameters", num(estimate.params)]);
+  if (estimate.weights_bytes !== undefined) facts.push(["weights", bytes(estimate.weights_bytes)]);
+  if (estimate.device) facts.push(["device", estimate.device]);
+  if (estimate.chosen !== undefined) facts.push(["execution chosen", estimate.chosen || "none fits the limits"]);
+  if (estimate.device_limit) facts.push(["device memory limit", bytes(estimate.device_limit)]);
+  if (estimate.host_limit) facts.push(["host memory limit", bytes(estimate.host_limit)]);
+  const measured = (job.metrics || {}).peak_memory_bytes;
+  if (measured) facts.push(["measured peak memory", bytes(measured)]);
+  const modes = Array.isArray(estimate.modes) ? estimate.modes : [];
+  // Anything else the server puts in the estimate, flattened, so nothing it says is hidden.
+  const known = new Set(["params", "weights_bytes", "device", "chosen", "device_limit", "host_limit", "modes",
+    "stage_seconds", "version"]);
+  const rest = flatFacts(Object.fromEntries(Object.entries(estimate).filter(([k]) => !known.has(k))));
+  return h("div", { id: "estimate" }, h("h3", {}, "Preflight estimate"),
+    h("p", { class: "muted" }, "Computed from the model's config.json when the job was submitted, before any weight was read."),
+    h("dl", { class: "facts wide" }, [...facts, ...rest].map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+    modes.length ? h("table", { class: "compact", id: "estimate-modes" },
+      h("thead", {}, h("tr", {}, h("th", {}, "execution"), ["device memory", "host memory", "disk", "time"]
+        .map((t) => h("th", { class: "num" }, t)))),
+      h("tbody", {}, modes.map((m) => h("tr", { class: m.mode === estimate.chosen ? "chosen" : "", dataset: { mode: m.mode } },
+        h("td", {}, m.offload ? `${m.mode} (offload ${m.offload})` : String(m.mode), m.mode === estimate.chosen ? " ✓" : ""),
+        h("td", { class: "num" }, bytes(m.device_bytes)), h("td", { class: "num" }, bytes(m.host_bytes)),
+        h("td", { class: "num" }, bytes(m.disk_bytes)), h("td", { class: "num" }, seconds(m.seconds)))))) : null);
 }
 
 function charts(job) {
   const m = job.metrics || {};
   const details = m.method_details || {};
   const out = [];
+  const expected = (job.estimate || {}).stage_seconds || {};
   if (m.seconds && Object.keys(m.seconds).length) {
-    out.push(h("figure", { id: "chart-stages" }, h("figcaption", {}, "Time per stage"),
-      barChart(Object.entries(m.seconds).map(([label, value]) => ({ label, value, display: seconds(value) })))));
+    const withEstimate = Object.keys(expected).length > 0;
+    out.push(h("figure", { id: "chart-stages" },
+      h("figcaption", {}, withEstimate ? "Time per stage: measured (bar) and estimated (outline)" : "Time per stage"),
+      barChart(Object.entries(m.seconds).map(([label, value]) => ({ label, value, display: seconds(value),
+        compare: typeof expected[label] === "number" ? expected[label] : undefined,
+        compareDisplay: typeof expected[label] === "number" ? seconds(expected[label]) : undefined })))));
   }
   if (details.ranks && Object.keys(details.ranks).length) {
     out.push(h("figure", { id: "chart-ranks" },
@@ -222,7 +249,7 @@ export function mountJob(root, jobId) {
     fill(progress, h("h2", {}, "Progress"), progressView(job, lastStep));
     const m = job.metrics || {};
     fill(results, h("h2", {}, "Results"), summary(job), job.metrics ? beforeAfter(m) : h("p", { class: "muted" }, "No metrics yet."),
-      job.estimate ? estimateView(job.estimate) : null);
+      job.estimate ? estimateView(job) : null);
     fill(chartBox, h("h2", {}, "Charts"), charts(job));
     specBox.textContent = JSON.stringify(job.spec, null, 2);
   }

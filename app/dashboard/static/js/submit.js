@@ -3,6 +3,7 @@
 
 import { ApiError, idempotencyKey, request } from "./api.js";
 import { fill, h, safeHref } from "./dom.js";
+import { datasetPicker } from "./datasets.js";
 import { errorSlot, objectFields, schemaField } from "./schemaform.js";
 
 /** "options.recovery.epochs: msg; options.alpha: msg" inside one options error -> [[path, msg]]. */
@@ -61,13 +62,22 @@ function build(box, methods, defs) {
     ? schemaField("execution", job.properties.execution, defs, "execution") : null;
   const advanced = ["device", "dtype", "seed"].map((name) => [name, schemaField(name, job.properties[name], defs, name)]);
 
+  // Servers that take uploaded datasets list "dataset" among the calibration sources.
+  const sources = defs.CalibrationSpec.properties.source.enum || [];
+  const datasets = sources.includes("dataset") ? datasetPicker((id) => {
+    const source = form.querySelector("#f-calibration-source");
+    source.value = "dataset";
+    form.querySelector("#f-calibration-dataset_id").value = id;
+    source.scrollIntoView({ block: "center" });
+  }) : null;
+
   const summaryErrors = h("div", { class: "error", id: "form-errors", role: "alert" });
   const submit = h("button", { type: "submit", id: "submit-job" }, "Submit job");
   const form = h("form", { id: "submit-form", novalidate: true },
     main.el,
     h("div", { class: "field", dataset: { field: "method" } }, h("label", { for: "f-method" }, "Method ", h("span", { class: "required" }, "*")),
       methodSelect, methodInfo, errorSlot("method")),
-    optionsBox, calibration.el, evaluation.el, exporting.el, execution ? execution.el : null,
+    optionsBox, calibration.el, datasets, evaluation.el, exporting.el, execution ? execution.el : null,
     h("fieldset", { class: "group", dataset: { field: "advanced" } }, h("legend", {}, "Advanced"), advanced.map(([, f]) => f.el)),
     summaryErrors, submit);
   showMethod();

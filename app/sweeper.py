@@ -23,12 +23,12 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app import crud
+from app import crud, jobevents
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.jobstates import JobStatus
 from app.models import Job, utcnow
-from worker.config import QUEUE, broker_transport_options, is_filesystem_broker
+from app.messaging import QUEUE, broker_transport_options, is_filesystem_broker
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,7 @@ class Sweeper:
 
     @classmethod
     def from_settings(cls, settings: Settings, send: Send) -> "Sweeper":
+        jobevents.publish_through(settings.broker_url)  # re-queued or failed jobs reach the event streams
         return cls(settings, send, interval=settings.sweep_interval_seconds)
 
     def start(self) -> None:

@@ -1,4 +1,6 @@
-"""Celery settings built from Spectra's settings. Torch-free: the API's producer imports it too.
+"""The Celery message contract (queue, task name) and the Celery settings built from Spectra's
+settings, shared by the producer (app.queue), the sweeper (app.sweeper) and the worker (worker/).
+It lives in the service core so that app/ never imports worker/; worker/ imports it. Torch-free.
 
 Why each setting (shared/reference/service.md section 3):
 - acks_late + reject_on_worker_lost: a job whose process dies is re-delivered, not acked and lost;
