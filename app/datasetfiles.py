@@ -11,10 +11,25 @@ import codecs
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".parquet": "parquet"}
 CHUNK = 1024 * 1024
 PARQUET_MAGIC = b"PAR1"
+
+
+# (spec section, the field that selects a dataset) for every place a job may name one.
+DATASET_FIELDS = (("calibration", "source"), ("evaluation", "corpus"))
+
+
+def dataset_sections(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(section name, section) of each part of a dumped job spec that names an uploaded dataset."""
+    found = []
+    for name, selector in DATASET_FIELDS:
+        section = spec.get(name) or {}
+        if section.get(selector) == "dataset":
+            found.append((name, section))
+    return found
 
 
 class DatasetRefused(Exception):

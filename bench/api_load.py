@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import threading
 import time
@@ -43,6 +44,17 @@ TINY_JOB: dict[str, object] = {
     "evaluation": {"corpus": "tinystories", "seq_len": 128, "max_windows": 2},
 }
 MIX = (("GET /v1/jobs/{id}", 0.4), ("GET /v1/jobs", 0.3), ("GET /v1/jobs/{id}/events", 0.3))
+
+
+def api_cpu_seconds(service: Service) -> float:
+    """utime + stime of the API processes so far (on a shared machine, CPU per request is the number
+    that does not depend on what else runs; latency does)."""
+    total = 0
+    for pid in service.api_pids():
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -139,14 +151,18 @@ async def measure(service: Service, args: argparse.Namespace, finished_id: str, 
     loads = [run_raw(service.base_url, build_request(service.base_url, "GET", paths[name], service.api_key, None, ""),
                      args.connections, args.seconds, args.warmup, 10**9, rate=args.rate * share)
              for name, share in MIX]
+    cpu_before = api_cpu_seconds(service)
     results: list[Result] = await asyncio.gather(*loads)
+    cpu = api_cpu_seconds(service) - cpu_before
     errors = await asyncio.gather(*streams)
     stop.set()
     writer.join(timeout=10)
     # An event is owed to every stream of its job if it was written a second before the streams stopped.
     owed = {job_id: {i for i, at in ids if at < stop_at - 1.0} for job_id, ids in written.items()}
     missed = sum(len(owed.get(job_id, set()) - got) for job_id, got in zip(followed, received))
-    return {"gets": {name: r.summary() for (name, _), r in zip(MIX, results)},
+    handled = sum(len(r.latencies) for r in results) + len(latencies)
+    return {"api_cpu_ms_per_request": 1000 * cpu / max(1, handled), "api_cpu_seconds": cpu,
+            "gets": {name: r.summary() for (name, _), r in zip(MIX, results)},
             "sse": {"streams": args.streams, "written": sum(len(ids) for ids in written.values()),
                     "delivered": len(latencies), "missed": missed, "stream_errors": sum(errors),
                     "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99),
@@ -184,6 +200,8 @@ def main() -> None:
     sse = report["sse"]
     print(f"| SSE delivery (write -> client) | {sse['delivered']} events | {sse['p50_ms']:.1f} | {sse['p99_ms']:.1f} "
           f"| {sse['stream_errors']} streams failed, {sse['missed']} events missed |")
+    print(f"API CPU per request (GETs and delivered events together, warm-up included): "
+          f"{report['api_cpu_ms_per_request']:.2f} ms")
     print(json.dumps(report, indent=1, default=str), file=sys.stderr)
 
 

@@ -101,14 +101,18 @@ def dataset_file(dataset_id: str | None, datasets: Mapping[str, Path]) -> Path:
     return _require(path, "dataset")
 
 
+def dataset_text(path: Path) -> str:
+    """A resolved dataset file's text: a .txt as it is, a .jsonl's texts joined by blank lines."""
+    return path.read_text(encoding="utf-8") if path.suffix == ".txt" else _read_jsonl_text(path)
+
+
 def calibration_text(spec: CalibrationSpec, data_dir: Path, data_roots: Sequence[Path] = (),
                      datasets: Mapping[str, Path] | None = None) -> str:
     if spec.source == "texts":
         assert spec.texts is not None  # CalibrationSpec guarantees it
         return "\n\n".join(spec.texts)
     if spec.source == "dataset":
-        path = dataset_file(spec.dataset_id, datasets or {})
-        return path.read_text(encoding="utf-8") if path.suffix == ".txt" else _read_jsonl_text(path)
+        return dataset_text(dataset_file(spec.dataset_id, datasets or {}))
     if spec.source == "file":
         assert spec.path is not None  # CalibrationSpec guarantees it
         return user_file_text(spec.path, data_roots)
@@ -176,7 +180,13 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"])
 
 
-def eval_text(corpus: str, data_dir: Path) -> str:
+def eval_text(corpus: str, data_dir: Path, dataset: Path | None = None) -> str:
+    """The held-out text: a named corpus, or (corpus 'dataset') the resolved file of an uploaded dataset."""
+    if corpus == "dataset":
+        if dataset is None:
+            raise InvalidInput("evaluation.corpus 'dataset' needs the dataset's file; datasets uploaded with "
+                               "POST /v1/datasets are used by the service's worker")
+        return dataset_text(dataset)
     if corpus not in EVAL_FILES:
         raise InvalidInput(f"evaluation corpus '{corpus}' is unknown; use one of {', '.join(EVAL_FILES)}")
     text = _require(Path(data_dir) / EVAL_FILES[corpus][0], f"{corpus} evaluation").read_text(encoding="utf-8")
@@ -187,6 +197,6 @@ def eval_text(corpus: str, data_dir: Path) -> str:
     return text
 
 
-def eval_tokens(tokenizer: Any, corpus: str, data_dir: Path) -> torch.Tensor:
+def eval_tokens(tokenizer: Any, corpus: str, data_dir: Path, dataset: Path | None = None) -> torch.Tensor:
     """The whole held-out text tokenized once: 1-D LongTensor."""
-    return tokenize(tokenizer, eval_text(corpus, data_dir))
+    return tokenize(tokenizer, eval_text(corpus, data_dir, dataset))

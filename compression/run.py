@@ -133,8 +133,9 @@ def _protocol(spec: JobSpec, n_tokens: int) -> dict[str, Any] | None:
     if not ev.enabled:
         return None
     windows = n_tokens // ev.seq_len if ev.max_windows is None else min(n_tokens // ev.seq_len, ev.max_windows)
-    file, split = EVAL_FILES[ev.corpus]
-    return {"corpus": ev.corpus, "file": file, "split": split, "seq_len": ev.seq_len, "windows": windows,
+    file, split = (ev.dataset_id, "uploaded dataset") if ev.corpus == "dataset" else EVAL_FILES[ev.corpus]
+    dataset = {"dataset_id": ev.dataset_id, "dataset_sha256": ev.dataset_sha256} if ev.corpus == "dataset" else {}
+    return {"corpus": ev.corpus, **dataset, "file": file, "split": split, "seq_len": ev.seq_len, "windows": windows,
             "tokens": windows * ev.seq_len, "predicted_tokens": windows * (ev.seq_len - 1),
             "text_tokens": n_tokens, "batch_size": ev.batch_size, "dtype": spec.dtype, "seed": spec.seed,
             "formula": "exp(mean NLL over all predicted tokens of non-overlapping windows)"}
@@ -224,6 +225,8 @@ def run(
         check_user_file(spec.calibration.path or "", settings.data_roots)  # fail before loading a model
     if spec.calibration.source == "dataset" and compressor.info.requires_calibration:
         dataset_file(spec.calibration.dataset_id, settings.datasets)
+    if spec.evaluation.enabled and spec.evaluation.corpus == "dataset":
+        dataset_file(spec.evaluation.dataset_id, settings.datasets)
     estimate = preflight(spec, model_roots=settings.model_roots, cache_dir=settings.cache_dir, device=device.type,
                          device_limit=settings.device_memory_limit, host_limit=settings.host_memory_limit)
     stages = Stages(progress, should_stop, device)
@@ -285,7 +288,8 @@ def compress_loaded(lm: LoadedModel, spec: JobSpec, settings: RunSettings, compr
     ev, tokens, ppl_before, zeroshot_before = spec.evaluation, None, None, None
     with stages.stage("evaluate_before", _evaluation_message(spec)):
         if ev.enabled:
-            tokens = eval_tokens(lm.tokenizer, ev.corpus, settings.data_dir)
+            dataset = dataset_file(ev.dataset_id, settings.datasets) if ev.corpus == "dataset" else None
+            tokens = eval_tokens(lm.tokenizer, ev.corpus, settings.data_dir, dataset)
             report_to = stages.reporter("evaluate_before")
             ppl_before = perplexity(model, tokens, ev.seq_len, ev.max_windows, ev.batch_size, device,
                                     progress=_share(report_to, 0, 1 + len(ev.zeroshot)))

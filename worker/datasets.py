@@ -14,7 +14,7 @@ from typing import Any
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.crud.datasets import get_dataset
-from app.datasetfiles import DatasetRefused, write_library_file
+from app.datasetfiles import DatasetRefused, dataset_sections, write_library_file
 from app.storage import StorageError, store_from_settings
 from compression.errors import InvalidInput, TransientError
 
@@ -24,10 +24,16 @@ class DatasetUnavailable(InvalidInput):
 
 
 def fetch_datasets(settings: Settings, spec: dict[str, Any], tenant_id: int, folder: Path) -> dict[str, Path]:
-    calibration = spec.get("calibration") or {}
-    if calibration.get("source") != "dataset":
-        return {}
-    dataset_id, pinned = calibration["dataset_id"], calibration.get("dataset_sha256")
+    """{dataset id: the library's local file} for every dataset the spec names (each fetched once)."""
+    files: dict[str, Path] = {}
+    for _, section in dataset_sections(spec):
+        dataset_id = section["dataset_id"]
+        if dataset_id not in files:
+            files[dataset_id] = _fetch(settings, dataset_id, section.get("dataset_sha256"), tenant_id, folder)
+    return files
+
+
+def _fetch(settings: Settings, dataset_id: str, pinned: str | None, tenant_id: int, folder: Path) -> Path:
     with session_scope(settings.database_url) as session:
         row = get_dataset(session, dataset_id=dataset_id, tenant_id=tenant_id)
         if row is None:
@@ -51,6 +57,6 @@ def fetch_datasets(settings: Settings, spec: dict[str, Any], tenant_id: int, fol
         raise DatasetUnavailable(f"dataset {dataset_id} as stored hashes to {digest.hexdigest()}, not its recorded "
                                  f"{sha256}; upload it again")
     try:
-        return {dataset_id: write_library_file(raw, fmt, name, folder, f"{dataset_id}-text")}
+        return write_library_file(raw, fmt, name, folder, f"{dataset_id}-text")
     except DatasetRefused as exc:  # checked at upload; only a change of this code could get here
         raise DatasetUnavailable(str(exc)) from None

@@ -32,6 +32,7 @@ from compression.errors import Cancelled
 from compression.specs import JobSpec
 from worker.celery_app import app
 from worker.datasets import fetch_datasets
+from worker.hubpush import check_push_configured, push_to_hub
 from worker.memorycap import job_memory_cap
 from worker.preflight import store_estimate
 from worker.outcome import MAX_TRANSIENT_RETRIES, RETRY_BACKOFF_SECONDS, Failure, classify
@@ -92,6 +93,7 @@ def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, An
             try:
                 from compression.run import RunSettings, run  # torch: loaded only in a worker, only here
 
+                check_push_configured(settings, spec)
                 datasets = fetch_datasets(settings, spec, tenant_id, work / "datasets")
                 run_settings = RunSettings(model_roots=tuple(settings.model_roots), data_dir=settings.data_dir,
                                            data_roots=tuple(settings.data_roots), cache_dir=settings.hf_cache_dir,
@@ -117,7 +119,7 @@ def _attempt(settings: Settings, *, job_id: str, worker: str, spec: dict[str, An
             tracker.record("upload", 0.0, "uploading the artifact")
             return _upload_and_publish(settings, job_id=job_id, worker=worker, tenant_id=tenant_id,
                                        attempt=attempt, out_dir=Path(result.out_dir), report=result.report,
-                                       wall_seconds=time.monotonic() - started)
+                                       wall_seconds=time.monotonic() - started, spec=spec)
     except SoftTimeLimitExceeded:
         return Failure("time_limit", tracker.time_limit_message())
     finally:
@@ -133,7 +135,15 @@ def _stopped(tracker: JobTracker) -> Failure:
 
 
 def _upload_and_publish(settings: Settings, *, job_id: str, worker: str, tenant_id: int, attempt: int,
-                        out_dir: Path, report: dict[str, Any], wall_seconds: float) -> Failure | None:
+                        out_dir: Path, report: dict[str, Any], wall_seconds: float,
+                        spec: dict[str, Any]) -> Failure | None:
+    # The hub push first: a refused push fails the job before anything is stored or published (a
+    # retried attempt pushes again: one more commit of the same files, which the hub takes as a no-op).
+    try:
+        pushed = push_to_hub(settings, spec, out_dir, job_id)
+    except Exception as exc:
+        log.warning("job %s: push to the hub failed", job_id, exc_info=True)
+        return classify(exc)
     store = store_from_settings(settings)
     prefix = f"{job_prefix(tenant_id, job_id)}/attempt-{attempt}"
     try:
@@ -146,6 +156,8 @@ def _upload_and_publish(settings: Settings, *, job_id: str, worker: str, tenant_
                        retry=True)
     _record_upload_done(settings, job_id=job_id, count=len(files))
     metrics = {**_metrics(report, wall_seconds=wall_seconds, attempt=attempt), "archive": archive}
+    if pushed is not None:
+        metrics["hub"] = pushed
     with session_scope(settings.database_url) as session:
         if crud.is_cancel_requested(session, job_id=job_id):
             published = False

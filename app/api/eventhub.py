@@ -49,10 +49,13 @@ class EventHub:
                 if not waiters:
                     del self._waiters[job_id]
 
-    async def next_change(self, woken: asyncio.Event) -> None:
-        """Return once `woken` is set, or after poll_seconds."""
-        with contextlib.suppress(TimeoutError):
+    async def next_change(self, woken: asyncio.Event) -> bool:
+        """Wait until `woken` is set (True) or poll_seconds have passed (False)."""
+        try:
             await asyncio.wait_for(woken.wait(), self.poll_seconds)
+        except TimeoutError:
+            return False
+        return True
 
     def wake(self, job_id: str) -> None:
         for woken in self._waiters.get(job_id, ()):

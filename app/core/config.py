@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     data_dir: Path | None = Field(default_factory=_default_data_dir)
     data_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     hf_cache_dir: Path | None = None
+    hub_token: SecretStr | None = Field(
+        None, description="Hugging Face token the worker pushes artifacts with (export.push_to_hub).")
+    hub_endpoint: str | None = Field(
+        None, description="Hub the worker pushes to; unset: huggingface_hub's default (https://huggingface.co).")
     signing_secret: SecretStr | None = Field(None, description="HMAC key for local links.")
     link_ttl_seconds: int = Field(900, ge=1)
     heartbeat_seconds: float = Field(10, gt=0)

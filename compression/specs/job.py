@@ -18,7 +18,7 @@ SHA256 = r"^[0-9a-f]{64}$"
 MAX_INLINE_TEXTS = 256
 MAX_INLINE_TEXT_CHARS = 20_000
 InlineText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_INLINE_TEXT_CHARS)]
-EvaluationCorpus = Literal["wikitext2", "tinystories"]
+EvaluationCorpus = Literal["wikitext2", "tinystories", "dataset"]
 
 
 class CalibrationSpec(StrictModel):
@@ -75,7 +75,14 @@ class EvaluationSpec(StrictModel):
     optionally zero-shot multiple choice scored as lm-evaluation-harness does."""
 
     enabled: bool = True
-    corpus: EvaluationCorpus = "wikitext2"
+    corpus: EvaluationCorpus = Field(
+        "wikitext2", description="A named held-out corpus, or 'dataset' for one uploaded with POST /v1/datasets.")
+    dataset_id: str | None = Field(
+        None, pattern=DATASET_ID, description="With corpus='dataset': the id POST /v1/datasets returned."
+    )
+    dataset_sha256: str | None = Field(
+        None, pattern=SHA256, description="With corpus='dataset': its sha256, pinned by the service at submission."
+    )
     seq_len: int = Field(512, ge=8, le=32768)
     max_windows: int | None = Field(16, ge=1, description="Score only the first N windows (None: all).")
     batch_size: int = Field(1, ge=1, le=256)
@@ -94,6 +101,14 @@ class EvaluationSpec(StrictModel):
             raise ValueError("evaluation.zeroshot lists a task twice")
         return value
 
+    @model_validator(mode="after")
+    def _dataset_iff_dataset(self) -> "EvaluationSpec":
+        if self.corpus == "dataset" and not self.dataset_id:
+            raise ValueError("evaluation.dataset_id is required when evaluation.corpus is 'dataset'")
+        if self.corpus != "dataset" and (self.dataset_id or self.dataset_sha256):
+            raise ValueError("evaluation.dataset_id and dataset_sha256 are only used with evaluation.corpus='dataset'")
+        return self
+
 
 class ExportSpec(StrictModel):
     dense: bool = Field(
@@ -101,6 +116,11 @@ class ExportSpec(StrictModel):
     )
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
         None, description="Weights dtype of the artifact (default: the model's own)."
+    )
+    push_to_hub: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$",
+        description="Service only: also push the artifact to this Hugging Face repository ('org/name', created "
+        "if missing) with the worker's SPECTRA_HUB_TOKEN.",
     )
 
 

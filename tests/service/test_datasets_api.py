@@ -133,9 +133,15 @@ def test_another_tenants_dataset_is_404_and_cannot_be_used_by_a_job(server: ApiS
         assert refused.status_code == 422 and f"no dataset {dataset['id']} for this tenant" in refused.text
         assert refused.json()["detail"][0]["loc"] == ["body", "calibration", "dataset_id"]
 
-        accepted = owner.post("/v1/jobs", json=job_body(method="svd_llm", calibration=calibration))
+        evaluation = {"corpus": "dataset", "dataset_id": dataset["id"], "seq_len": 64, "max_windows": 2}
+        refused = other.post("/v1/jobs", json=job_body(evaluation=evaluation))
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "evaluation", "dataset_id"]
+
+        accepted = owner.post("/v1/jobs", json=job_body(method="svd_llm", calibration=calibration,
+                                                        evaluation=evaluation))
         assert accepted.status_code == 202, accepted.text
-        assert accepted.json()["spec"]["calibration"]["dataset_sha256"] == dataset["sha256"]  # pinned
+        spec = accepted.json()["spec"]  # pinned in both places
+        assert spec["calibration"]["dataset_sha256"] == spec["evaluation"]["dataset_sha256"] == dataset["sha256"]
         wrong = owner.post("/v1/jobs", json=job_body(
             method="svd_llm", calibration={**calibration, "dataset_sha256": "f" * 64}))
         assert wrong.status_code == 422 and dataset["sha256"] in wrong.text

@@ -39,26 +39,31 @@ def _upload(client: ApiClient, name: str, data: bytes) -> dict[str, Any]:
     return dict(response.json())
 
 
-def _job(dataset_id: str) -> dict[str, Any]:
+def _job(dataset_id: str, evaluate_on_it: bool = False) -> dict[str, Any]:
     # svd_llm: a method that needs calibration (FAST_JOB's plain svd reads none).
-    return {**FAST_JOB, "method": "svd_llm",
-            "calibration": {"source": "dataset", "dataset_id": dataset_id, "samples": 4, "seq_len": 64}}
+    job = {**FAST_JOB, "method": "svd_llm",
+           "calibration": {"source": "dataset", "dataset_id": dataset_id, "samples": 4, "seq_len": 64}}
+    if evaluate_on_it:
+        job["evaluation"] = {"corpus": "dataset", "dataset_id": dataset_id, "seq_len": 128, "max_windows": 2}
+    return job
 
 
-def test_uploaded_parquet_calibrates_a_job_whose_record_carries_its_sha256(any_stack: Stack,
-                                                                           alice: ApiClient) -> None:
+def test_uploaded_parquet_calibrates_and_evaluates_a_job_whose_records_carry_its_sha256(
+        any_stack: Stack, alice: ApiClient) -> None:
     stories = _stories()
     dataset = _upload(alice, "stories.parquet", _parquet(stories))
     assert dataset["records"] == len(stories) > 10
-    job = alice.submit_ok(_job(dataset["id"]))
+    job = alice.submit_ok(_job(dataset["id"], evaluate_on_it=True))
     final = alice.wait_terminal(job["id"], timeout=240)
     assert final["status"] == "succeeded", f"{final}\n{any_stack.logs()}"
     record = final["metrics"]["calibration"]
     assert (record["source"], record["dataset_id"], record["dataset_sha256"]) == (
         "dataset", dataset["id"], dataset["sha256"])
     assert (record["file"], record["split"], record["tokens"]) == (dataset["id"], "uploaded dataset", 4 * 64)
-    report = alice.http.get(f"/v1/jobs/{job['id']}/artifacts").json()
-    assert "compression.json" in {a["name"] for a in report}
+    protocol = final["metrics"]["protocol"]  # the same dataset was the held-out text too
+    assert (protocol["corpus"], protocol["dataset_id"], protocol["dataset_sha256"], protocol["windows"]) == (
+        "dataset", dataset["id"], dataset["sha256"], 2)
+    assert final["metrics"]["ppl_before"] > 1 and final["metrics"]["ppl_after"] > 1
 
 
 def test_the_worker_refuses_a_deleted_foreign_or_altered_dataset(any_stack: Stack, alice: ApiClient,

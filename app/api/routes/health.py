@@ -14,7 +14,7 @@ from sqlalchemy import text
 from app.api.operator import ADMIN_HEADER, is_operator
 from app.core.db import get_engine
 from app.queue import ping_broker
-from app.schemas import CheckResult, ReadyOut
+from app.schemas import CheckResult, ErrorOut, ReadyOut
 from app.supervisor import current as current_worker_supervisor
 
 router = APIRouter(tags=["health"])
@@ -69,7 +69,8 @@ def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics (the operator's: X-Admin-Key, or METRICS_PUBLIC)",
-            response_class=Response)
+            response_class=Response,
+            responses={401: {"model": ErrorOut, "description": "No X-Admin-Key and metrics are not public"}})
 def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
