@@ -27,7 +27,7 @@ from app.api.auth import KeyCache
 from app.api.docs import serve_docs
 from app.api.eventhub import EventHub
 from app.api.ratelimit import RateLimiter
-from app.api.routes import archive, datasets, downloads, health, jobs, methods
+from app.api.routes import architectures, archive, datasets, downloads, health, jobs, methods
 from app.core.config import Settings, get_settings
 from app.dashboard import mount_dashboard
 from app.core.adb import API_POOL_SIZE, AsyncDatabase
@@ -160,7 +160,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = AppMetrics(settings)
     app.state.event_hub = EventHub(settings.broker_url)
 
-    for router in (jobs.router, archive.router, datasets.router, methods.router, downloads.router, health.router):
+    for router in (jobs.router, archive.router, datasets.router, methods.router, architectures.router,
+                   downloads.router, health.router):
         app.include_router(router)
     mount_dashboard(app)
 

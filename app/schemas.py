@@ -138,6 +138,17 @@ class MethodOut(BaseModel):
     )
 
 
+class ArchitectureOut(BaseModel):
+    model_type: str = Field(..., description="config.json's model_type")
+    transformers_class: str
+    layers: str = Field(..., description="Where the decoder layers are (dotted path in the model)")
+    attention_targets: list[str] = Field(..., description="Names `options.targets` accepts in attention")
+    mlp_targets: list[str] = Field(..., description="Names `options.targets` accepts in the MLP")
+    methods: list[str] = Field(..., description="Methods that run on this family")
+    refused: dict[str, str] = Field(..., description="Methods that do not apply, and why")
+    low_rank_class: str = Field(..., description="The class a low-rank artifact loads with trust_remote_code")
+
+
 class ErrorOut(BaseModel):
     detail: str = Field(..., description="What went wrong and what to change")
 

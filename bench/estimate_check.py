@@ -60,7 +60,7 @@ def spec_for(model: str, method: str, mode: str) -> dict[str, Any]:
 
 
 def measure(model: str, spec: dict[str, Any], timeout: float) -> dict[str, Any] | str:
-    job = {"spec": spec, "model_roots": [str(MODELS[model]["root"])], "threads": 2}
+    job = {"spec": spec, "model_roots": [str(MODELS[model]["root"])], "threads": 1}
     try:
         done = subprocess.run([sys.executable, str(REPO / "bench" / "memory_probe.py"), json.dumps(job)],
                               capture_output=True, text=True, timeout=timeout, cwd=REPO)

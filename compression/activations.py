@@ -24,6 +24,7 @@ def collect_input_stats(
     *,
     dtype: torch.dtype = torch.float32,
     stop_after: nn.Module | None = None,
+    token_counts: dict[str, int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run the calibration windows and return, per module name, a statistic of its input x [.., n]:
 
@@ -34,6 +35,10 @@ def collect_input_stats(
     Accumulation happens in `dtype` (float32 by default) on `device`. With `stop_after`, each
     forward pass is cut short once that module (e.g. a decoder layer) has run, which makes
     layer-by-layer methods cost O(layer) instead of O(model) per step.
+
+    A mixture-of-experts expert sees only the tokens routed to it, possibly none: pass `token_counts`
+    (filled with every module's token count) to get the statistics of the modules that ran and decide
+    about the others; without it a module that never ran is an error.
     """
     if stat not in STATS:
         raise InvalidInput(f"unknown activation statistic '{stat}'; choose one of {', '.join(STATS)}")
@@ -67,7 +72,9 @@ def collect_input_stats(
     with calibration_mode(model), forward_hooks(modules, factory), stop_forward_after(stop_after):
         run_batches(model, calibration, device, batch_size, progress)
     missing = [name for name in modules if name not in acc]
-    if missing:
+    if token_counts is not None:
+        token_counts.update(tokens)
+    elif missing:
         raise RuntimeError(f"modules {missing} never ran during calibration; are they part of the model?")
     if stat == "abs_mean":
         return {name: value / tokens[name] for name, value in acc.items()}

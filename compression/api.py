@@ -94,7 +94,8 @@ def compress(
     from compression.architectures import arch_for
     from compression.checkpoint import SUPPORTED
     from compression.models import LoadedModel, load_model, resolve_device
-    from compression.run import DEFAULT_DATA_DIR, RunSettings, Stages, compress_loaded, get_compressor, seeded
+    from compression.run import (DEFAULT_DATA_DIR, RunSettings, Stages, compress_loaded, config_checks, get_compressor,
+                                 seeded)
 
     calib, calib_file = calibration_spec(calibration, samples, seq_len)
     in_memory = isinstance(model, torch.nn.Module)
@@ -127,7 +128,8 @@ def compress(
         else:
             with stages.stage("load", f"loading {spec.model}"):
                 lm = load_model(spec.model, spec.revision, model_roots=settings.model_roots,
-                                cache_dir=settings.cache_dir, dtype=spec.dtype, device=dev)
+                                cache_dir=settings.cache_dir, dtype=spec.dtype, device=dev,
+                                check=config_checks(spec, settings))
         result = compress_loaded(lm, spec, settings, compressor, stages, dev)
     stages.record(result.report["metrics"])
     return result

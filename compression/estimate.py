@@ -34,6 +34,16 @@ Method working sets (on top of the weights), resident:
   dense weight is dropped as it is replaced), then training batches of batch_size windows with autograd
   through all L layers, and the teacher's cached log-probabilities N*S*V*2 (at most teacher_cache_mb).
 
+Resident peak = the dense weights + the largest of: evaluation; the method's working set; the factors
+plus evaluation afterwards; and (on the CPU, where it happens) the export, which copies every saved
+tensor, the artifact A, plus the largest one being serialized, V*h. The factors are (1-r) of the
+decoder linears' parameters (the chosen layers' only for grasp, none for shortgpt). On the CPU a
+checkpoint already in the compute dtype is memory-mapped, not copied: its pages belong to the page
+cache (reclaimable), so the dense weights then count for no anonymous memory ("weights_anonymous" 0);
+measured (bench/estimate_check.py) this is what the process's anonymous peak follows. The allocator
+keeps freed memory for reuse, so a method that frees much (svd_llm's Gram matrices) measures up to
+~15% above the estimate.
+
 Sequential execution (one decoder layer on the device at a time): the device holds one layer's
 weights and working set, or the embedding/head with one batch's logits, whichever is larger; the
 calibration hidden states wait in host memory, twice (a layer's inputs and outputs), 2*N*S*h*b, and
@@ -231,8 +241,11 @@ class _Job:
         self.e_seq, self.e_batch = ev.seq_len, min(ev.batch_size, max(self.e_windows, 1))
         options = spec.method_options()
         self.options = options
-        targets = getattr(options, "targets", list(shape.linears()))
-        self.targets = {name: shape.linears()[name] for name in targets}
+        # The shape model is Llama's: other families' target names (qkv_proj, c_attn, experts ...) have
+        # no entry there, so their jobs are estimated as if every projection were targeted.
+        linears = shape.linears()
+        targets = [name for name in getattr(options, "targets", None) or () if name in linears] or list(linears)
+        self.targets = {name: linears[name] for name in targets}
 
     # -- activations ------------------------------------------------------------------------------
     def layer_act(self, batch: int, seq: int) -> int:
@@ -283,15 +296,26 @@ class _Job:
         count = getattr(o, "num_layers", None) or min(L - 1, math.ceil(self.spec.target_ratio * L / 0.9))
         return count, max(1, L - 2 * count)
 
+    def factor_bytes(self) -> int:
+        """The compressed linears' factors the model holds once the method ran (new tensors, never mapped)."""
+        m, s, r = self.spec.method.value, self.shape, self.spec.target_ratio
+        if m == "shortgpt":
+            return 0
+        if m == "grasp":  # the chosen layers' linears, at the rank that removes r of all of them
+            count, _ = self.chosen_layers()
+            return max(int((count / s.layers - r) * s.linear_params), 0) * self.b
+        return int((1 - r) * s.linear_params) * self.b
+
     def method_working_set(self) -> dict[str, int]:
-        """Bytes on top of the resident weights while the method runs (see the module docstring)."""
+        """Bytes on top of the dense weights at the method's peak (see the module docstring)."""
         m, s = self.spec.method.value, self.shape
         calib = self.forward(1, self.s) if self.calibrated else 0
+        factors = self.factor_bytes()
         if m == "svd":
-            return {"svd_workspace": self.svd_workspace()}
+            return {"factors": factors, "svd_workspace": self.svd_workspace()}
         if m == "asvd":
-            return {"calibration_forward": calib, "svd_workspace": self.svd_workspace(copies=3)}
-        if m == "svd_llm":
+            return {"factors": factors, "calibration_forward": calib, "svd_workspace": self.svd_workspace(copies=3)}
+        if m == "svd_llm":  # the Gram matrices are freed layer by layer as the factors are made
             widest = max(self.input_groups())
             return {"gram_matrices": self.grams(8),
                     "calibration_forward": max(calib + widest * widest * 12, self.svd_workspace(8, 3))}
@@ -300,23 +324,27 @@ class _Job:
         if m == "grasp":
             count, lowest = self.chosen_layers()
             block = 2 * sum(mm * n for mm, n in self.targets.values()) * self.b
-            return {"prefix_cache": self.n * self.s * s.hidden * self.b, "singular_factors": block,
-                    "backward": self.saved_for_backward(s.layers - lowest, 1, self.s)}
+            return {"factors": factors, "prefix_cache": self.n * self.s * s.hidden * self.b,
+                    "singular_factors": block, "backward": self.saved_for_backward(s.layers - lowest, 1, self.s)}
         if m == "soco":
             o = self.options
             gram = self.grams(DTYPE_BYTES[getattr(o, "gram_dtype", "float64")]) if getattr(
                 o, "basis", "whitened") == "whitened" else 0
-            factors = s.layers * sum(2 * mm * n * 4 for mm, n in self.targets.values()) - \
-                s.layers * sum(mm * n for mm, n in self.targets.values()) * self.b
+            spectrum = s.layers * sum(2 * mm * n * 4 for mm, n in self.targets.values())
             teacher = min(self.n * self.s * s.vocab * 2, getattr(o, "teacher_cache_mb", 0) * 2**20)
             batch = min(getattr(o, "batch_size", 1), max(self.n, 1))
-            return {"gram_matrices": gram, "spectrum_factors": factors, "teacher_cache": teacher,
+            return {"gram_matrices": gram, "spectrum_factors": spectrum, "teacher_cache": teacher,
                     "backward": self.saved_for_backward(s.layers, batch, self.s)}
         raise ValueError(f"no estimate for method {m}")
 
+    def export_bytes(self, artifact: int) -> int:
+        """Writing the artifact: a CPU copy of every tensor saved, plus the largest one being serialized."""
+        element = DTYPE_BYTES[self.spec.export.dtype or self.spec.dtype]
+        return artifact + self.shape.vocab * self.shape.hidden * element
+
     def layer_working_set(self) -> int:
         """Sequential: what one layer's turn adds on the device beside its weights."""
-        m, s = self.spec.method.value, self.shape
+        m = self.spec.method.value
         act = self.layer_act(1, max(self.s, self.e_seq if self.e_windows else 0))
         if m in ("svd_llm", "soco"):
             return act + sum(n * n for n in self.input_groups()) * 8 * 2 + self.svd_workspace(8, 3)
@@ -383,11 +411,18 @@ def estimate(shape: ModelShape, spec: JobSpec, *, device: str = "cpu", device_li
     seconds = sum(stage_seconds.values())
 
     working = job.method_working_set()
-    resident_work = max(sum(working.values()), job.evaluation())
-    resident_device = weights + resident_work + (CUDA_CONTEXT if cuda else 0)
-    resident_host = runtime + (weights if cuda else resident_device)
-    modes = [ModeEstimate("resident", None, resident_device, resident_host, download + artifact, seconds,
-                          {"weights": weights, **working, "evaluation": job.evaluation(), "runtime": runtime})]
+    factors, evaluation, export = job.factor_bytes(), job.evaluation(), job.export_bytes(artifact)
+    # On CPU, a checkpoint already in the compute dtype is memory-mapped, not copied: its pages are the
+    # page cache's (reclaimable), so they are not in the anonymous peak; converted weights are.
+    mapped = not cuda and DTYPE_BYTES[s.dtype] == b
+    dense = 0 if mapped else weights
+    phases = {"evaluate": evaluation, "compress": sum(working.values()), "evaluate_after": factors + evaluation}
+    resident_device = weights + max(phases.values()) + (CUDA_CONTEXT if cuda else 0) if cuda else \
+        dense + max(*phases.values(), factors + export)
+    resident_host = runtime + (export if cuda else resident_device)
+    breakdown = {"weights": weights, "weights_anonymous": dense, **working, "factors": factors,
+                 "evaluation": evaluation, "export": export, "runtime": runtime}
+    modes = [ModeEstimate("resident", None, resident_device, resident_host, download + artifact, seconds, breakdown)]
 
     layer_bytes = s.layer_params * b
     head = s.head_params * b + job.forward(1, max(job.s, job.e_seq if job.e_windows else 0)) - job.layer_act(

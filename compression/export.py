@@ -23,7 +23,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression.architectures import arch_for
+from compression.architectures import (
+    ArchSpec,
+    arch_for,
+    experts_modules,
+    fusable_experts,
+    library_layout,
+    prepare_model,
+    stock_layout,
+)
 from compression.checkpoint import weight_bytes
 from compression.artifact_code import strip_foreign_code
 from compression.errors import InvalidInput
@@ -32,8 +40,6 @@ from compression.model_card import CARD_NAME, render_card
 from compression.models import LoadedModel, resolve_device, resolve_dtype
 
 REMOTE_CODE = Path(__file__).parent / "remote_code" / "modeling_spectra.py"
-REMOTE_CLASSES = {"llama": "SpectraLlamaForCausalLM", "mistral": "SpectraMistralForCausalLM",
-                  "qwen2": "SpectraQwen2ForCausalLM"}
 SPECTRA_MODEL_TYPE_PREFIX = "spectra_"  # the same prefix as modeling_spectra.MODEL_TYPE_PREFIX
 REPORT_NAME = "compression.json"
 MAX_SHARD_BYTES = 2 * 1024**3
@@ -97,9 +103,25 @@ def _write_weights(state: dict[str, torch.Tensor], folder: Path, max_shard_bytes
     (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True))
 
 
-def _write_config(model: nn.Module, folder: Path, ranks: dict[str, int], dtype: torch.dtype | None) -> None:
+def require_export_class(arch: ArchSpec) -> str:
+    """The family's low-rank class, checked to exist in the remote-code file (before any work is spent)."""
+    from compression.errors import UnsupportedArchitecture
+    from compression.remote_code import modeling_spectra
+
+    try:
+        getattr(modeling_spectra, arch.export_class)
+    except AttributeError:
+        raise UnsupportedArchitecture(
+            f"{arch.model_type}: the low-rank export class {arch.export_class} cannot be built "
+            f"(transformers has no {arch.causal_lm}; upgrade transformers)"
+        ) from None
+    return arch.export_class
+
+
+def _write_config(model: nn.Module, folder: Path, ranks: dict[str, int], dtype: torch.dtype | None,
+                  unfused_experts: list[str]) -> None:
     config = copy.deepcopy(model.config)
-    for attr in ("spectra_low_rank", "auto_map"):
+    for attr in ("spectra_low_rank", "spectra_unfused_experts", "auto_map"):
         if hasattr(config, attr):
             delattr(config, attr)
     if dtype is not None:
@@ -107,15 +129,18 @@ def _write_config(model: nn.Module, folder: Path, ranks: dict[str, int], dtype: 
     if not ranks:
         config.save_pretrained(folder)
         return
-    cls = REMOTE_CLASSES[config.model_type]
+    cls = require_export_class(arch_for(config.model_type))
     config.spectra_low_rank = ranks
+    if unfused_experts:
+        config.spectra_unfused_experts = unfused_experts
     config.architectures = [cls]
     config.save_pretrained(folder)
-    _mark_low_rank(folder / "config.json", cls)
+    # modeling_spectra builds Spectra<StockConfig> (model_type spectra_<family>) beside Spectra<StockModel>.
+    _mark_low_rank(folder / "config.json", cls, f"Spectra{type(config).__name__}")
     shutil.copy2(REMOTE_CODE, folder / REMOTE_CODE.name)
 
 
-def _mark_low_rank(config_path: Path, cls: str) -> None:
+def _mark_low_rank(config_path: Path, cls: str, config_cls: str) -> None:
     """Give a low-rank config a model_type of Spectra's own plus the auto_map to its classes.
 
     transformers does not know "spectra_<family>", so plain from_pretrained raises and tells the user to
@@ -124,14 +149,9 @@ def _mark_low_rank(config_path: Path, cls: str) -> None:
     """
     data = json.loads(config_path.read_text())
     data["model_type"] = SPECTRA_MODEL_TYPE_PREFIX + data["model_type"]
-    data["auto_map"] = {"AutoConfig": f"modeling_spectra.{remote_config_class(cls)}",
+    data["auto_map"] = {"AutoConfig": f"modeling_spectra.{config_cls}",
                         "AutoModelForCausalLM": f"modeling_spectra.{cls}"}
     config_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def remote_config_class(model_class: str) -> str:
-    """'SpectraLlamaForCausalLM' -> 'SpectraLlamaConfig': each family's pair in modeling_spectra.py."""
-    return model_class.removesuffix("ForCausalLM") + "Config"
 
 
 def base_model_type(model_type: str) -> str:
@@ -172,13 +192,17 @@ def export(
     partial.mkdir(parents=True)
     try:
         ranks = {} if dense else {n: m.rank for n, m in low_rank_modules(model).items()}
+        arch = arch_for(model.config.model_type)
         state = artifact_state_dict(model, dense, torch_dtype)
-        _write_weights(state, partial, max_shard_bytes)
+        fused = fusable_experts(model, arch, state)
+        unfused = [name for name in experts_modules(model, arch) if name not in fused]
+        stored = stock_layout(model, arch, state)
+        _write_weights(stored, partial, max_shard_bytes)
         # The caller's report learns what the artifact weighs (compression.json and the job's metrics).
         report.setdefault("metrics", {})["weight_bytes_after"] = weight_bytes(partial)
         report["export"] = {"dense": dense, "dtype": str(torch_dtype or "") or None, "low_rank_modules": len(ranks),
-                            "params": sum(t.numel() for t in state.values())}
-        _write_config(model, partial, ranks, torch_dtype)
+                            "params": sum(t.numel() for t in stored.values())}
+        _write_config(model, partial, ranks, torch_dtype, unfused)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
@@ -242,6 +266,7 @@ def load_compressed(
     if isinstance(torch_dtype, str):
         torch_dtype = resolve_dtype(torch_dtype)
     model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, trust_remote_code=False)
+    prepare_model(model, arch)  # GPT-2's Conv1D as nn.Linear, experts split: as the methods left them
     for name, rank in ranks.items():
         old = model.get_submodule(name)
         new = LowRankLinear(old.in_features, old.out_features, int(rank), bias=old.bias is not None,
@@ -251,6 +276,7 @@ def load_compressed(
     state: dict[str, torch.Tensor] = {}
     for shard in sorted(path.glob("*.safetensors")):
         state.update(load_file(str(shard)))
+    state = library_layout(model, arch, state)
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
     if unexpected or set(missing) - tied:

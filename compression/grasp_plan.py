@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from compression.errors import InvalidInput
 from compression.linalg import rank_for_ratio
+from compression.specs.fit import DEFAULT_TOLERANCE
 
 REFERENCE_MATRIX_RATIO = 0.9
-TOLERANCE = 0.01  # the contract: achieved ratio within 1 percentage point
 
 Shape = tuple[int, int]  # (out m, in n)
 
@@ -35,11 +35,12 @@ def removed_params(shapes: Sequence[Shape], rho: float) -> int:
     return sum(m * n - rank_for_ratio(m, n, rho) * (m + n) for m, n in shapes)
 
 
-def solve_rank_ratio(shapes: Sequence[Shape], total: int, target: float, what: str = "") -> float:
+def solve_rank_ratio(shapes: Sequence[Shape], total: int, target: float, what: str = "",
+                     tolerance: float = DEFAULT_TOLERANCE) -> float:
     """The rho whose achieved ratio removed/total is closest to target; InvalidInput if unreachable."""
     top = 1.0 - 1e-9
     best_possible = removed_params(shapes, top) / total
-    if best_possible < target - TOLERANCE:
+    if best_possible < target - tolerance:
         raise InvalidInput(
             f"{what or f'factorizing {len(shapes)} matrices'} can remove at most {best_possible:.1%} of the decoder linear "
             f"parameters, below target_ratio {target:.1%}: choose more layers (options.num_layers)"
@@ -75,6 +76,7 @@ def plan(
     num_layers: int | None,
     rank_ratio: float | None,
     threshold: float | None,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> GraspPlan:
     """Decide n and rho (layers are assumed alike, as in every supported architecture)."""
     if num_layers_total < 2:
@@ -96,13 +98,13 @@ def plan(
         else:
             n = num_layers
         achieved = removed_params(list(layer_shapes) * n, rank_ratio) / total
-        if abs(achieved - target) > TOLERANCE:
+        if abs(achieved - target) > tolerance:
             raise InvalidInput(
                 f"options.rank_ratio={rank_ratio} on {n} layer(s) removes {achieved:.1%} of the decoder "
-                f"linear parameters, not target_ratio {target:.1%} (within 1 point): drop rank_ratio "
+                f"linear parameters, not target_ratio {target:.1%} (within {tolerance:.1%}): drop rank_ratio "
                 "(it is then solved) or change num_layers/target_ratio"
             )
         return GraspPlan(n, rank_ratio, achieved)
     n = num_layers or default_num_layers(target, total, per_layer, num_layers_total)
-    rho = solve_rank_ratio(list(layer_shapes) * n, total, target, f"{n} layer(s) even at rank 1")
+    rho = solve_rank_ratio(list(layer_shapes) * n, total, target, f"{n} layer(s) even at rank 1", tolerance)
     return GraspPlan(n, rho, removed_params(list(layer_shapes) * n, rho) / total)

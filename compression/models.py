@@ -9,7 +9,7 @@ when loading a source model.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression.architectures import ARCHITECTURES, ArchSpec, arch_for
+from compression.architectures import ARCHITECTURES, ArchSpec, arch_for, prepare_model
 from compression.checkpoint import card_license, checkpoint_dtype, weight_bytes
 from compression.errors import InvalidConfig, InvalidInput, ModelNotFound, UnsupportedModelFormat
 from compression.model_files import (
@@ -82,7 +82,11 @@ def _hub_license(ref: str, commit: str, cache_dir: Path | None) -> str | None:
     return card_license(card.parent)
 
 
-def _read_config(folder: Path, ref: str) -> Any:
+# Called with the source's config.json (a dict) and its family before any weight is read.
+ConfigCheck = Callable[[dict[str, Any], ArchSpec], None]
+
+
+def _read_config(folder: Path, ref: str, check: ConfigCheck | None = None) -> Any:
     from transformers import AutoConfig
 
     try:
@@ -92,7 +96,9 @@ def _read_config(folder: Path, ref: str) -> Any:
         raise InvalidConfig(f"model '{ref}': config.json is not valid JSON{where}") from None
     if not isinstance(raw, dict):
         raise InvalidConfig(f"model '{ref}': config.json must be a JSON object")
-    arch_for(str(raw.get("model_type")))  # refuse unsupported types before transformers tries to parse them
+    arch = arch_for(str(raw.get("model_type")))  # refuse unsupported types before transformers parses them
+    if check is not None:
+        check(raw, arch)
     try:
         return AutoConfig.from_pretrained(folder, trust_remote_code=False)
     except (ValueError, TypeError, KeyError, OSError) as exc:
@@ -115,12 +121,14 @@ def preload_transformers() -> None:
 
     for name in ("AutoConfig", "AutoModelForCausalLM", "AutoTokenizer", "PreTrainedTokenizerFast"):
         getattr(transformers, name)
-    for model_type in ARCHITECTURES:
-        for stem in ("configuration", "modeling", "tokenization"):
-            for name in (f"transformers.models.{model_type}.{stem}_{model_type}",
-                         f"transformers.models.{model_type}.{stem}_{model_type}_fast"):
-                if importlib.util.find_spec(name) is not None:  # not every architecture has each
-                    importlib.import_module(name)
+    for arch in ARCHITECTURES.values():
+        getattr(transformers, arch.causal_lm)  # imports the family's configuration and modeling modules
+        package = f"transformers.models.{arch.model_type}"
+        if importlib.util.find_spec(package) is None:  # e.g. gemma3_text lives in transformers.models.gemma3
+            continue
+        for name in (f"{package}.tokenization_{arch.model_type}", f"{package}.tokenization_{arch.model_type}_fast"):
+            if importlib.util.find_spec(name) is not None:  # not every architecture has each
+                importlib.import_module(name)
     for module in ("modeling_utils", "core_model_loading", "tokenization_utils_fast"):
         importlib.import_module(f"transformers.{module}")
 
@@ -133,10 +141,12 @@ def load_model(
     cache_dir: Path | None = None,
     dtype: str | torch.dtype = "float32",
     device: str | torch.device = "auto",
+    check: ConfigCheck | None = None,
     max_download_bytes: int | None = None,
 ) -> LoadedModel:
-    """Load model + tokenizer, check the architecture is supported, move to device, eval mode."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Load model + tokenizer, check the architecture is supported (and `check` the config before any
+    weight is read), move to device, eval mode."""
+    from transformers import AutoModelForCausalLM
 
     try:
         local = resolve_local(ref, model_roots)
@@ -147,7 +157,7 @@ def load_model(
     snapshot = local if local is not None else _hub_snapshot(ref, revision, cache_dir)
     if local is None and max_download_bytes:
         check_download_size(ref, snapshot.name, cache_dir, snapshot, max_download_bytes)
-    config = _read_config(snapshot, ref)
+    config = _read_config(snapshot, ref, check)
     arch = arch_for(config.model_type)
     torch_dtype, dev = resolve_dtype(dtype), resolve_device(device)
     commit = snapshot.name
@@ -171,7 +181,7 @@ def load_model(
                                 "from what the config describes); fix config.json or the weights") from None
         raise
     tokenizer = load_tokenizer(where, ref, hub)
-    model.to(dev).eval()
+    prepare_model(model, arch).to(dev).eval()
     if local is not None:
         source = {"kind": "local", "ref": ref}  # no server path: compression.json goes to the tenant
     else:

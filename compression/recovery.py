@@ -13,8 +13,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from compression.architectures import ArchSpec, decoder_layers
 from compression.errors import InvalidInput
 from compression.lowrank import LowRankLinear
 from compression.specs import RecoveryOptions
+from compression.trainable import trainable_only
 
 PROMPT_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "
@@ -77,29 +77,12 @@ def recovery_parameters(model: nn.Module, arch: ArchSpec, layers: list[int]) -> 
     decoder = decoder_layers(model, arch)
     for i in layers:
         for name, module in decoder[i].named_modules():
-            if isinstance(module, LowRankLinear) or "norm" in name.rsplit(".", 1)[-1]:
+            if isinstance(module, LowRankLinear) or name in arch.norms:
                 params.extend(p for p in module.parameters(recurse=True))
     unique = list({id(p): p for p in params}.values())
     if not any(isinstance(m, LowRankLinear) for i in layers for m in decoder[i].modules()):
         raise InvalidInput(f"layers {layers} hold no low-rank factors to fine-tune")
     return unique
-
-
-@contextmanager
-def only_trainable(model: nn.Module, params: list[nn.Parameter]) -> Iterator[None]:
-    flags = {p: p.requires_grad for p in model.parameters()}
-    was_training = model.training
-    try:
-        for p in flags:
-            p.requires_grad_(False)
-        for p in params:
-            p.requires_grad_(True)
-        model.train()
-        yield
-    finally:
-        for p, flag in flags.items():
-            p.requires_grad_(flag)
-        model.train(was_training)
 
 
 def mean_loss(model: nn.Module, batches: list[dict[str, torch.Tensor]], device: torch.device) -> float:
@@ -157,7 +140,7 @@ def recover(
     order = list(range(len(encoded)))
     rng = random.Random(seed + 1)
     step = 0
-    with only_trainable(model, params), torch.enable_grad():
+    with trainable_only(model, params, train=True), torch.enable_grad():
         while step < total_steps:
             rng.shuffle(order)
             for first in range(0, len(order) - options.batch_size + 1, options.batch_size):

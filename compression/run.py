@@ -28,9 +28,11 @@ from compression.calibration import (
 from compression.errors import Cancelled, InvalidInput, RatioNotReached
 from compression.estimate import Estimate, preflight
 from compression.evaluation import StageTimer, peak_memory, perplexity, reset_peak_memory
-from compression.export import export
+from compression.architectures import ArchSpec
+from compression.export import export, require_export_class
 from compression.models import LoadedModel, load_model, max_positions, resolve_device
-from compression.specs import JobSpec
+from compression.specs import JobSpec, Method, check_fit
+from compression.specs.fit import DEFAULT_TOLERANCE
 from compression.surgery import count_params, decoder_linear_params
 
 STAGES = ("load", "calibrate", "evaluate_before", "compress", "evaluate_after", "export")
@@ -47,7 +49,7 @@ class RunSettings:
     model_roots: tuple[Path, ...] = ()
     data_roots: tuple[Path, ...] = ()
     cache_dir: Path | None = None
-    ratio_tolerance: float = 0.01
+    ratio_tolerance: float = DEFAULT_TOLERANCE  # the one tolerance: run() and every method check against it
     max_download_bytes: int | None = None  # hub models larger than this are refused (ModelTooLarge)
     # Uploaded datasets the caller (the service's worker) downloaded: dataset id -> local .txt / .jsonl.
     datasets: Mapping[str, Path] = field(default_factory=dict)
@@ -238,12 +240,29 @@ def run(
         raise
 
 
+def config_checks(spec: JobSpec, settings: RunSettings) -> Callable[[dict[str, Any], ArchSpec], None]:
+    """The checks that need only the model's config.json, run before any weight is loaded: the method
+    applies to the family, the targets exist in it, shortgpt's ratio is reachable for its depth, and
+    the family's low-rank export class exists."""
+
+    def check(config: dict[str, Any], arch: ArchSpec) -> None:
+        try:
+            check_fit(spec.method, spec.target_ratio, spec.options, config, settings.ratio_tolerance)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        if spec.method != Method.SHORTGPT and not spec.export.dense:
+            require_export_class(arch)
+
+    return check
+
+
 def _run(spec: JobSpec, out_dir: Path, settings: RunSettings, compressor: Any, stages: Stages,
          device: torch.device, estimate: Estimate | None) -> RunResult:
     with stages.stage("load", f"loading {spec.model}"):
         lm: LoadedModel = load_model(spec.model, spec.revision, model_roots=settings.model_roots,
                                      cache_dir=settings.cache_dir, dtype=spec.dtype, device=device,
-                                     max_download_bytes=settings.max_download_bytes)
+                                     max_download_bytes=settings.max_download_bytes,
+                                     check=config_checks(spec, settings))
     compressed = compress_loaded(lm, spec, settings, compressor, stages, device, estimate)
     with stages.stage("export", f"writing {out_dir.name}"):
         # compression.json is written inside this stage, so it lists every stage's time but export's own.
@@ -300,7 +319,8 @@ def compress_loaded(lm: LoadedModel, spec: JobSpec, settings: RunSettings, compr
         ctx = CompressionContext(
             model=model, tokenizer=lm.tokenizer, arch=lm.arch, options=spec.method_options(),
             target_ratio=spec.target_ratio, calibration=calib, device=device, seed=spec.seed,
-            data_dir=settings.data_dir, progress=stages.reporter("compress"), should_stop=stages.should_stop,
+            data_dir=settings.data_dir, ratio_tolerance=settings.ratio_tolerance,
+            progress=stages.reporter("compress"), should_stop=stages.should_stop,
         )
         method_report = compressor.compress(ctx)
     params_after, linear_after = count_params(model), decoder_linear_params(model, lm.arch)
@@ -319,6 +339,9 @@ def compress_loaded(lm: LoadedModel, spec: JobSpec, settings: RunSettings, compr
                                    progress=_share(report_to, 0, 1 + len(ev.zeroshot)))
             zeroshot_after = _zeroshot(lm, spec, settings, device, report_to)
 
+    calibration = _calibration_record(spec, calib)
+    if calibration is not None and "routed_tokens" in method_report.details:  # mixture of experts
+        calibration["routed_tokens"] = method_report.details.pop("routed_tokens")
     report: dict[str, Any] = {
         "method": spec.method.value, "target_ratio": spec.target_ratio,
         "achieved_ratio": achieved, "achieved_ratio_total": 1.0 - params_after / params_before,
@@ -329,7 +352,7 @@ def compress_loaded(lm: LoadedModel, spec: JobSpec, settings: RunSettings, compr
                     "weight_bytes_before": lm.source.get("weight_bytes"), **method_report.metrics},
         "protocol": _protocol(spec, 0 if tokens is None else int(tokens.numel())),
         "zeroshot_protocol": _zeroshot_protocol(spec),
-        "calibration": _calibration_record(spec, calib),
+        "calibration": calibration,
         "spec": spec.model_dump(mode="json"), "method_details": method_report.details,
         # What was asked, what `auto` resolved to from the preflight estimate, and what ran: every run is
         # resident until the layer-streaming engine lands.

@@ -28,6 +28,7 @@ from compression.hooks import calibration_mode
 from compression.linalg import svd, unwhiten, whitened_svd
 from compression.prefix_cache import PrefixCache
 from compression.surgery import replace_module
+from compression.trainable import trainable_only
 
 
 class SigmaLinear(nn.Module):
@@ -111,21 +112,6 @@ def sigma_surrogates(
             replace_module(model, name, linears[name])
 
 
-@contextmanager
-def only_sigma_trainable(model: nn.Module, surrogates: dict[str, SigmaLinear]) -> Iterator[None]:
-    """Freeze every parameter except the s vectors; each requires_grad flag is restored on exit."""
-    flags = {p: p.requires_grad for p in model.parameters()}
-    try:
-        for p in flags:
-            p.requires_grad_(False)
-        for surrogate in surrogates.values():
-            surrogate.s.requires_grad_(True)
-        yield
-    finally:
-        for p, flag in flags.items():
-            p.requires_grad_(flag)
-
-
 def next_token_loss(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of predicting token t+1 from tokens <= t (labels = inputs; HF shifts once)."""
     return model(input_ids=input_ids, labels=input_ids, use_cache=False).loss
@@ -160,7 +146,8 @@ def accumulate_sigma_gradients(
     if prefix is not None and len(prefix.inputs) not in (0, n):
         raise ValueError(f"the prefix cache holds {len(prefix.inputs)} windows, the calibration {n}")
     skip = prefix.active() if prefix is not None else nullcontext()
-    with calibration_mode(model), only_sigma_trainable(model, surrogates), torch.enable_grad(), skip:
+    sigmas = [surrogate.s for surrogate in surrogates.values()]
+    with calibration_mode(model), trainable_only(model, sigmas), torch.enable_grad(), skip:
         for b in range(n):
             if check_stop is not None:
                 check_stop()

@@ -35,6 +35,7 @@ import torch
 from torch.nn import functional as F
 
 from compression.specs.soco import SoCoOptions
+from compression.trainable import trainable_only
 from compression.spectrum import ScoredSpectrumLinear, apply_selection, capped_params, dense_mode, select_budget
 
 Progress = Callable[[float, str], None]
@@ -161,15 +162,8 @@ def train_scores(
     def importance(fisher: list[torch.Tensor]) -> list[torch.Tensor]:
         return [f * m.score.detach() ** 2 for f, m in zip(fisher, modules)]
 
-    was_training = model.training
-    model.eval()  # no dropout; gradients still flow to the scores
-    grad_flags = [p.requires_grad for p in model.parameters()]
-    try:
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for m in modules:
-            m.score.requires_grad_(True)
-
+    # eval(): no dropout; gradients still flow to the scores (restrict() re-allocates them inside).
+    with trainable_only(model, [m.score for m in modules], train=False):
         teacher = _Teacher(model, modules, calibration, device, options.teacher_cache_mb)
         fisher = _fisher(model, modules, calibration, options.fisher_batches, device, check_stop,
                          lambda f, msg: report(msg), teacher)
@@ -220,10 +214,4 @@ def train_scores(
         # Survivors that training drove to exactly 0 are dropped at export.
         log.ranks = [max(1, int(torch.count_nonzero(m.score.detach() * m.mask))) for m in modules]
         log.final_params = sum(r * m.cost for r, m in zip(log.ranks, modules))
-    finally:
-        for m in modules:
-            m.score.requires_grad_(False)
-        for p, flag in zip(model.parameters(), grad_flags):
-            p.requires_grad_(flag)
-        model.train(was_training)
     return log

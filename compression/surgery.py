@@ -1,7 +1,8 @@
 """Model surgery: swap a module, delete decoder layers, count parameters.
 
-Removing layers keeps the model self-consistent for transformers: config.num_hidden_layers, the
-per-layer config lists (layer_types) and every module's layer_idx (the KV-cache slot) all follow.
+Removing layers keeps the model self-consistent for transformers: the family's layer count field
+(num_hidden_layers, GPT-2's n_layer), its per-layer config lists (layer_types: Gemma 2/3's sliding and
+full attention) and every module's layer_idx (the KV-cache slot) all follow.
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ from torch import nn
 
 from compression.architectures import ArchSpec, decoder_layers, iter_target_linears
 from compression.errors import InvalidInput
-
-# Config attributes that hold one entry per decoder layer and must shrink with the layer list.
-PER_LAYER_CONFIG_LISTS = ("layer_types", "mlp_layer_types", "sliding_window_pattern_list")
 
 
 def replace_module(root: nn.Module, dotted_name: str, new_module: nn.Module) -> nn.Module:
@@ -55,9 +53,11 @@ def remove_layers(model: nn.Module, arch: ArchSpec, indices: Iterable[int]) -> l
                 module.layer_idx = new_idx
 
     config = getattr(model, "config", None)
+    if config is not None and arch.config_path:
+        config = getattr(config, arch.config_path)
     if config is not None:
-        config.num_hidden_layers = len(keep)
-        for name in PER_LAYER_CONFIG_LISTS:
+        setattr(config, arch.layer_count_field, len(keep))
+        for name in arch.per_layer_lists:
             values = getattr(config, name, None)
             if isinstance(values, (list, tuple)) and len(values) == total:
                 setattr(config, name, type(values)(values[i] for i in keep))

@@ -136,8 +136,3 @@ def evaluate_task(model: nn.Module, tokenizer: Any, task: str, data_dir: Path, l
     n = len(items)
     return {"task": task, "n": n, "acc": correct / n,
             "acc_norm": None if task == "winogrande" else correct_norm / n}
-
-
-def evaluate_zeroshot(model: nn.Module, tokenizer: Any, tasks: Sequence[str], data_dir: Path,
-                      limit: int | None = None, device: torch.device | None = None) -> dict[str, dict[str, Any]]:
-    return {task: evaluate_task(model, tokenizer, task, data_dir, limit, device) for task in tasks}

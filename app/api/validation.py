@@ -15,9 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from app.core.config import Settings
 from app.crud import Cursor
 from compression.errors import InvalidInput
-from compression.reachable import layers_to_remove
 from compression.roots import find_data_file
-from compression.specs import JobSpec, Method
+from compression.specs import JobSpec, check_fit
+from compression.specs.fit import NotForThisModel
 
 # Job ids are uuid4 hex; anything else (NUL bytes, 10 kB, odd characters) cannot exist. Checked before
 # any query: PostgreSQL refuses a NUL byte with an error, not an empty result.
@@ -83,19 +83,17 @@ def _visible_local_config(spec: JobSpec, settings: Settings) -> dict[str, Any] |
     return None
 
 
-def check_reachable(spec: JobSpec, settings: Settings) -> None:
-    """A ratio the method cannot reach on the model's shape, refused at submission when the API can
-    read a local model's config (the worker refuses it again for hub models)."""
-    if spec.method != Method.SHORTGPT:
-        return
+def check_model_fits(spec: JobSpec, settings: Settings) -> None:
+    """Refuse at submission what the model's own config already rules out, when the API can read a local
+    model's config (the worker checks again, for hub models too, before any weight): an unsupported
+    family, a method that does not apply to it, targets it lacks, a shortgpt ratio its depth cannot reach."""
     config = _visible_local_config(spec, settings)
-    layers = config.get("num_hidden_layers") if config else None
-    if not isinstance(layers, int) or isinstance(layers, bool) or layers < 1:
+    if config is None:
         return
     try:
-        layers_to_remove(layers, spec.target_ratio, spec.options.get("num_layers"))
-    except InvalidInput as exc:
-        raise field_error(("body", "target_ratio"), str(exc)) from None
+        check_fit(spec.method, spec.target_ratio, spec.options, config)
+    except NotForThisModel as exc:
+        raise field_error(("body", *exc.field), str(exc)) from None
 
 
 # Every list in a JobSpec has a length bound, so a valid spec is a few kB; this bounds what one job

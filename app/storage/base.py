@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,14 +55,6 @@ def files_under(local_dir: Path) -> list[tuple[str, Path]]:
         if path.is_file():
             found.append((path.relative_to(local_dir).as_posix(), path))
     return found
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def clean_prefix(prefix: str) -> str:

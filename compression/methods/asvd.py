@@ -24,6 +24,7 @@ from compression.methods.factorization import (
     install,
     plan_targets,
     require_calibration,
+    routing_report,
     weight_f32,
 )
 from compression.specs import ASVDOptions, Method
@@ -42,31 +43,34 @@ def asvd_factors(
 
 
 @register
-class ActivationAwareSVD(Compressor):
+class ActivationAwareSVD(Compressor[ASVDOptions]):
     method = Method.ASVD
 
-    def compress(self, ctx: CompressionContext) -> MethodReport:
-        options: ASVDOptions = ctx.options  # type: ignore[assignment]
+    def compress(self, ctx: CompressionContext[ASVDOptions]) -> MethodReport:
+        options = ctx.options
         calibration = require_calibration(ctx, "asvd")
         plan = plan_targets(ctx, options.targets)
-        rep = input_representatives(plan)
+        rep = input_representatives(ctx.arch, plan)
         modules = {t.name: t.module for t in plan if rep[t.name] == t.name}
+        counts: dict[str, int] = {}
         stats = collect_input_stats(
             ctx.model, modules, calibration, ctx.device, stat=options.scaling,
             progress=lambda f, msg: ctx.progress(0.5 * f, msg),
+            token_counts=counts if ctx.arch.experts else None,  # experts may see no token at all
         )
         layers = by_layer(plan)
         ranks: dict[str, int] = {}
         for done, (index, targets) in enumerate(layers.items()):
             ctx.check_stop()
             for target in targets:
-                out_factor, in_factor = asvd_factors(
-                    weight_f32(target, ctx.device), stats[rep[target.name]], options.alpha, target.rank
-                )
+                weight = weight_f32(target, ctx.device)
+                # An expert no calibration token reached has no activation scale: unit scale, plain SVD.
+                scale = stats.get(rep[target.name], torch.ones(weight.shape[1], device=weight.device))
+                out_factor, in_factor = asvd_factors(weight, scale, options.alpha, target.rank)
                 ranks[target.name] = install(ctx, target, out_factor, in_factor)
             ctx.progress(0.5 + 0.5 * (done + 1) / len(layers),
                          layer_message(done + 1, len(layers), "activation-aware SVD"))
         return MethodReport(
             details={"ranks": ranks, "alpha": options.alpha, "scaling": options.scaling,
-                     "calibration_windows": int(calibration.shape[0])}
+                     "calibration_windows": int(calibration.shape[0]), **routing_report(ctx, counts)}
         )

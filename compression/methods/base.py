@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 from pydantic import BaseModel
@@ -21,21 +21,26 @@ from torch import nn
 from compression.architectures import ArchSpec
 from compression.errors import Cancelled
 from compression.specs import METHODS, Method, MethodInfo
+from compression.specs.fit import DEFAULT_TOLERANCE
+
+
+Options = TypeVar("Options", bound=BaseModel)
 
 
 @dataclass
-class CompressionContext:
+class CompressionContext(Generic[Options]):
     """Everything a method may use. The model is modified in place."""
 
     model: nn.Module  # a transformers CausalLM, already on `device`, in eval mode
     tokenizer: Any
     arch: ArchSpec
-    options: BaseModel  # the method's own options class, validated
+    options: Options  # the method's own options class, validated
     target_ratio: float  # fraction of decoder-layer linear parameters to remove
     calibration: torch.Tensor | None  # LongTensor [n_samples, seq_len] on CPU; None if not required
     device: torch.device
     seed: int
     data_dir: Path | None = None  # corpora folder (recovery data, etc.)
+    ratio_tolerance: float = DEFAULT_TOLERANCE  # how far the achieved ratio may land from target_ratio
     progress: Callable[[float, str], None] = lambda fraction, message: None  # fraction of this stage
     should_stop: Callable[[], bool] = lambda: False
 
@@ -52,7 +57,9 @@ class MethodReport:
     files: dict[str, bytes] = field(default_factory=dict)  # extra artifact files, e.g. a PNG figure
 
 
-class Compressor(ABC):
+class Compressor(ABC, Generic[Options]):
+    """One method; `Compressor[SVDOptions]` receives a CompressionContext[SVDOptions] (no downcasts)."""
+
     method: ClassVar[Method]
 
     @property
@@ -60,14 +67,15 @@ class Compressor(ABC):
         return METHODS[self.method]
 
     @abstractmethod
-    def compress(self, ctx: CompressionContext) -> MethodReport:
+    def compress(self, ctx: CompressionContext[Options]) -> MethodReport:
         """Compress ctx.model in place toward ctx.target_ratio."""
 
 
-_REGISTRY: dict[Method, type[Compressor]] = {}
+_REGISTRY: dict[Method, type[Compressor[Any]]] = {}
+_C = TypeVar("_C", bound=type[Compressor[Any]])
 
 
-def register(cls: type[Compressor]) -> type[Compressor]:
+def register(cls: _C) -> _C:
     method = Method(cls.method)
     if method in _REGISTRY:
         raise RuntimeError(f"method {method} registered twice ({_REGISTRY[method]} and {cls})")
@@ -75,7 +83,7 @@ def register(cls: type[Compressor]) -> type[Compressor]:
     return cls
 
 
-def get(method: Method | str) -> Compressor:
+def get(method: Method | str) -> Compressor[Any]:
     try:
         return _REGISTRY[Method(method)]()
     except (KeyError, ValueError):

@@ -13,15 +13,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from compression.architectures import iter_target_linears
+from compression.architectures import (
+    ArchSpec,
+    experts_modules,
+    input_group_key,
+    iter_target_linears,
+    resolve_targets,
+)
 from compression.errors import InvalidInput
 from compression.linalg import rank_for_ratio
 from compression.lowrank import LowRankLinear
 from compression.methods.base import CompressionContext
 from compression.surgery import decoder_linear_params, replace_module
-
-# Projections of a Llama-like layer that read the same input tensor: one statistic serves them all.
-SHARED_INPUT_GROUPS: tuple[tuple[str, ...], ...] = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class Target:
     rank: int
 
 
-def plan_targets(ctx: CompressionContext, targets: Sequence[str]) -> list[Target]:
+def plan_targets(ctx: CompressionContext, targets: Sequence[str] | None) -> list[Target]:
     """Every targeted nn.Linear with its rank, in layer order; refuses unreachable ratios."""
     found = list(iter_target_linears(ctx.model, ctx.arch, targets))
     not_dense = [name for name, _, _, module in found if type(module) is not nn.Linear]
@@ -44,7 +47,8 @@ def plan_targets(ctx: CompressionContext, targets: Sequence[str]) -> list[Target
     per_matrix = ctx.target_ratio * total / targeted
     if not 0.0 < per_matrix < 1.0:
         raise InvalidInput(
-            f"targets {list(targets)} hold {targeted / total:.0%} of the decoder linear parameters, so they "
+            f"targets {list(resolve_targets(ctx.arch, targets))} hold {targeted / total:.0%} of the decoder "
+            "linear parameters, so they "
             f"cannot remove {ctx.target_ratio:.0%} of them; add targets or lower target_ratio"
         )
     return [
@@ -60,21 +64,20 @@ def by_layer(plan: list[Target]) -> dict[int, list[Target]]:
     return layers
 
 
-def shared_input_sources(names: Iterable[str]) -> dict[str, str]:
-    """Map each full linear name to the first listed name of the same block that reads the same input
-    (q/k/v, gate/up; SHARED_INPUT_GROUPS), or to itself: one input statistic then serves the group."""
+def shared_input_sources(arch: ArchSpec, names: Iterable[str]) -> dict[str, str]:
+    """Map each full linear name to the first listed name of its layer that reads the same input (the
+    family's input_groups: q/k/v, gate/up ...), or to itself: one input statistic then serves the group."""
     source: dict[str, str] = {}
-    first_of_group: dict[tuple[str, int], str] = {}
+    first_of_group: dict[tuple[int, int], str] = {}
     for name in names:
-        block, short = name.rsplit(".", 1)
-        group = next((g for g, members in enumerate(SHARED_INPUT_GROUPS) if short in members), None)
-        source[name] = name if group is None else first_of_group.setdefault((block, group), name)
+        group = input_group_key(arch, name)
+        source[name] = name if group is None else first_of_group.setdefault(group, name)
     return source
 
 
-def input_representatives(plan: list[Target]) -> dict[str, str]:
+def input_representatives(arch: ArchSpec, plan: list[Target]) -> dict[str, str]:
     """Map every target name to the target whose input statistic it can reuse (itself by default)."""
-    return shared_input_sources(target.name for target in plan)
+    return shared_input_sources(arch, (target.name for target in plan))
 
 
 def install(ctx: CompressionContext, target: Target, out_factor: torch.Tensor, in_factor: torch.Tensor) -> int:
@@ -97,3 +100,18 @@ def require_calibration(ctx: CompressionContext, method: str) -> torch.Tensor:
 def weight_f32(target: Target, device: torch.device) -> torch.Tensor:
     """The weight to decompose: float32 on the work device, whatever the model's dtype."""
     return target.module.weight.detach().to(device=device, dtype=torch.float32)
+
+
+def routing_report(ctx: CompressionContext, token_counts: dict[str, int]) -> dict[str, object]:
+    """For mixture-of-experts models: tokens routed to each expert during calibration (from its gate_up
+    linear's input count) and the experts never routed to, which the caller factorized without
+    activation statistics (plain SVD). Empty for dense models or when experts were not targeted."""
+    routed: dict[str, list[int]] = {}
+    for full, module in experts_modules(ctx.model, ctx.arch).items():
+        names = [f"{full}.gate_up_proj.{e}" for e in range(module.num_experts)]
+        if all(name in token_counts for name in names):
+            routed[full] = [int(token_counts[name]) for name in names]
+    if not routed:
+        return {}
+    never = [f"{full}.{e}" for full, counts in routed.items() for e, n in enumerate(counts) if n == 0]
+    return {"routed_tokens": routed, "unrouted_experts": never}

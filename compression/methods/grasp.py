@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression.architectures import ArchSpec, decoder_layers, iter_target_linears
+from compression.architectures import ArchSpec, decoder_layers, iter_target_linears, resolve_targets
 from compression.attribution import block_influence
 from compression.errors import InvalidInput, RatioNotReached
-from compression.grasp_plan import TOLERANCE, GraspPlan, plan
+from compression.grasp_plan import GraspPlan, plan
 from compression.activations import collect_input_stats
 from compression.linalg import cholesky_whitening, rank_for_ratio
 from compression.lowrank import LowRankLinear
@@ -69,7 +69,7 @@ def whitening_factors(
     after the deepest chosen layer.
     """
     linears = {full: mod for full, _, _, mod in iter_target_linears(ctx.model, ctx.arch, targets, layers)}
-    source = shared_input_sources(linears)
+    source = shared_input_sources(ctx.arch, linears)
     grams = collect_input_stats(ctx.model, {name: linears[name] for name in set(source.values())}, calibration,
                                 ctx.device, stat="gram", dtype=torch.float64,
                                 stop_after=decoder_layers(ctx.model, ctx.arch)[max(layers)])
@@ -104,15 +104,14 @@ def blocks(arch: ArchSpec, targets: list[str]) -> list[tuple[str, list[str]]]:
 
 
 @register
-class Grasp(Compressor):
+class Grasp(Compressor[GraspOptions]):
     method = Method.GRASP
 
-    def compress(self, ctx: CompressionContext) -> MethodReport:
+    def compress(self, ctx: CompressionContext[GraspOptions]) -> MethodReport:
         options = ctx.options
-        assert isinstance(options, GraspOptions)
         if ctx.calibration is None:
             raise InvalidInput("grasp needs calibration data (block influence and gradients)")
-        targets = list(options.targets)
+        targets = list(resolve_targets(ctx.arch, options.targets))
         n_layers = len(decoder_layers(ctx.model, ctx.arch))
         total = decoder_linear_params(ctx.model, ctx.arch)
         if options.layers is not None and len(options.layers) >= n_layers:
@@ -121,7 +120,7 @@ class Grasp(Compressor):
             target=ctx.target_ratio, total=total, layer_shapes=layer_shapes(ctx.model, ctx.arch, targets, 0),
             num_layers_total=n_layers,
             num_layers=len(options.layers) if options.layers is not None else options.num_layers,
-            rank_ratio=options.rank_ratio, threshold=options.threshold,
+            rank_ratio=options.rank_ratio, threshold=options.threshold, tolerance=ctx.ratio_tolerance,
         )
         chosen, bi = choose_layers(ctx, options, grasp_plan.num_layers)
         _require_dense(ctx, targets, chosen)  # before any calibration pass (whitening is a full sweep)
@@ -148,7 +147,7 @@ class Grasp(Compressor):
         attribution_s = time.perf_counter() - started
 
         achieved = 1.0 - decoder_linear_params(ctx.model, ctx.arch) / total
-        if abs(achieved - ctx.target_ratio) > TOLERANCE:
+        if abs(achieved - ctx.target_ratio) > ctx.ratio_tolerance:
             hint = "lower options.threshold" if achieved < ctx.target_ratio else "raise options.threshold"
             raise RatioNotReached(
                 f"grasp removed {achieved:.2%} of the decoder linear parameters, target {ctx.target_ratio:.2%}: "

@@ -12,22 +12,24 @@ from compression.architectures import decoder_layers
 from compression.attribution import block_influence
 from compression.methods.base import CompressionContext, Compressor, MethodReport, register
 from compression.methods.factorization import require_calibration
+from compression.errors import InvalidInput
 from compression.reachable import layers_to_remove
 from compression.specs import Method, ShortGPTOptions
 from compression.surgery import remove_layers
 
+
 @register
-class ShortGPT(Compressor):
+class ShortGPT(Compressor[ShortGPTOptions]):
     method = Method.SHORTGPT
 
-    def compress(self, ctx: CompressionContext) -> MethodReport:
-        options: ShortGPTOptions = ctx.options  # type: ignore[assignment]
+    def compress(self, ctx: CompressionContext[ShortGPTOptions]) -> MethodReport:
+        options = ctx.options
         calibration = require_calibration(ctx, "shortgpt")
         layers = decoder_layers(ctx.model, ctx.arch)
         sizes = {sum(p.numel() for p in layer.parameters()) for layer in layers}
         if len(sizes) != 1:
             raise InvalidInput("shortgpt needs decoder layers of equal size; this model's layers differ")
-        n = layers_to_remove(len(layers), ctx.target_ratio, options.num_layers)
+        n = layers_to_remove(len(layers), ctx.target_ratio, options.num_layers, ctx.ratio_tolerance)
         ctx.check_stop()
         scores = block_influence(
             ctx.model, ctx.arch, calibration, ctx.device, progress=lambda f, msg: ctx.progress(0.9 * f, msg)

@@ -36,7 +36,7 @@ def factor_targets(ctx: CompressionContext, options: SoCoOptions) -> list[tuple[
         if not isinstance(module, torch.nn.Linear):
             raise InvalidInput(f"soco needs dense nn.Linear targets; {name} is a {type(module).__name__}")
     grams: dict[str, torch.Tensor] = {}
-    source = shared_input_sources(name for name, _, _, _ in targets)  # q/k/v, gate/up: one Gram each
+    source = shared_input_sources(ctx.arch, (name for name, _, _, _ in targets))  # q/k/v, gate/up: one Gram each
     if options.basis == "whitened":
         ctx.progress(0.0, "whitening: collecting input Gram matrices")
         dtype = torch.float64 if options.gram_dtype == "float64" else torch.float32
@@ -77,13 +77,11 @@ def factor_budget(ctx: CompressionContext, scored: list[tuple[str, int, str, Sco
 
 
 @register
-class SoCo(Compressor):
+class SoCo(Compressor[SoCoOptions]):
     method = Method.SOCO
 
-    def compress(self, ctx: CompressionContext) -> MethodReport:
+    def compress(self, ctx: CompressionContext[SoCoOptions]) -> MethodReport:
         options = ctx.options
-        if not isinstance(options, SoCoOptions):
-            raise InvalidInput(f"soco expects SoCoOptions, got {type(options).__name__}")
         if ctx.calibration is None or ctx.calibration.numel() == 0:
             raise InvalidInput("soco trains on calibration windows; the job has none (set calibration.samples)")
         if ctx.calibration.dim() != 2 or ctx.calibration.shape[1] < 2:

@@ -14,11 +14,11 @@ from compression.specs import Method, SVDOptions
 
 
 @register
-class PlainSVD(Compressor):
+class PlainSVD(Compressor[SVDOptions]):
     method = Method.SVD
 
-    def compress(self, ctx: CompressionContext) -> MethodReport:
-        options: SVDOptions = ctx.options  # type: ignore[assignment]
+    def compress(self, ctx: CompressionContext[SVDOptions]) -> MethodReport:
+        options = ctx.options
         layers = by_layer(plan_targets(ctx, options.targets))
         ranks: dict[str, int] = {}
         for done, (index, targets) in enumerate(layers.items()):

@@ -28,6 +28,7 @@ from compression.methods.factorization import (
     install,
     plan_targets,
     require_calibration,
+    routing_report,
     weight_f32,
 )
 from compression.specs import Method, SVDLLMOptions
@@ -46,17 +47,19 @@ def refit_out_factor(weight: torch.Tensor, in_factor: torch.Tensor, gram: torch.
 
 
 @register
-class SVDLLM(Compressor):
+class SVDLLM(Compressor[SVDLLMOptions]):
     method = Method.SVD_LLM
 
-    def compress(self, ctx: CompressionContext) -> MethodReport:
-        options: SVDLLMOptions = ctx.options  # type: ignore[assignment]
+    def compress(self, ctx: CompressionContext[SVDLLMOptions]) -> MethodReport:
+        options = ctx.options
         calibration = require_calibration(ctx, "svd_llm")
         plan = plan_targets(ctx, options.targets)
-        rep = input_representatives(plan)
+        rep = input_representatives(ctx.arch, plan)
+        counts: dict[str, int] = {}
         grams = collect_input_stats(
             ctx.model, {t.name: t.module for t in plan if rep[t.name] == t.name}, calibration, ctx.device,
             stat="gram", dtype=torch.float64, progress=lambda f, msg: ctx.progress(0.4 * f, f"whitening: {msg}"),
+            token_counts=counts if ctx.arch.experts else None,  # experts may see no token at all
         )
         update_windows = calibration[: options.update_samples]
         layers = by_layer(plan)
@@ -67,16 +70,18 @@ class SVDLLM(Compressor):
             chols: dict[str, torch.Tensor] = {}
             for target in targets:
                 key = rep[target.name]
-                if key not in chols:
-                    chols[key] = cholesky_whitening(grams.pop(key))
                 weight = weight_f32(target, ctx.device)
+                if key not in chols:  # an expert no calibration token reached: L = I, i.e. plain SVD
+                    chols[key] = (cholesky_whitening(grams.pop(key)) if key in grams else
+                                  torch.eye(weight.shape[1], dtype=torch.float64, device=weight.device))
                 out_factor, in_factor, _ = whitened_factors(weight, chols[key], target.rank)
-                if options.update:
+                if options.update and key in propagated:
                     out_factor = refit_out_factor(weight, in_factor, propagated[key])
                 ranks[target.name] = install(ctx, target, out_factor, in_factor)
             ctx.progress(0.4 + 0.6 * (done + 1) / len(layers),
                          layer_message(done + 1, len(layers), "whitened SVD"))
-        details = {"ranks": ranks, "update": options.update, "calibration_windows": int(calibration.shape[0])}
+        details = {"ranks": ranks, "update": options.update, "calibration_windows": int(calibration.shape[0]),
+                   **routing_report(ctx, counts)}
         if options.update:
             details["update_windows"] = int(update_windows.shape[0])
         return MethodReport(details=details)
@@ -89,5 +94,6 @@ class SVDLLM(Compressor):
         modules = {t.name: t.module for t in targets if rep[t.name] == t.name}
         layer = decoder_layers(ctx.model, ctx.arch)[index]
         return collect_input_stats(
-            ctx.model, modules, windows, ctx.device, stat="gram", dtype=torch.float64, stop_after=layer
+            ctx.model, modules, windows, ctx.device, stat="gram", dtype=torch.float64, stop_after=layer,
+            token_counts={} if ctx.arch.experts else None,  # an unrouted expert keeps its whitened fit
         )

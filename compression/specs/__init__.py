@@ -1,7 +1,8 @@
 """Torch-free job and method specs, shared by the API, the worker and the CLI."""
 
-from compression.specs.baselines import ASVDOptions, ShortGPTOptions, SVDLLMOptions, SVDOptions
-from compression.specs.common import ALL_TARGETS, TargetName
+from compression.specs.baselines import ASVDOptions, ShortGPTOptions, SVDLLMOptions, SVDOptions, TargetName
+from compression.specs.families import FAMILIES, KNOWN_TARGETS, Family, family_for
+from compression.specs.fit import check_fit
 from compression.specs.execution import (
     EXECUTION_MODES, OFFLOAD_TARGETS, ExecutionMode, ExecutionSpec, OffloadTarget, format_bytes, parse_bytes,
 )
@@ -11,8 +12,9 @@ from compression.specs.registry import METHODS, Method, MethodInfo, options_clas
 from compression.specs.soco import SoCoOptions
 
 __all__ = [
-    "ALL_TARGETS", "ASVDOptions", "CalibrationSpec", "EXECUTION_MODES", "EvaluationSpec", "ExecutionMode",
-    "ExecutionSpec", "ExportSpec", "GraspOptions", "OFFLOAD_TARGETS", "OffloadTarget", "format_bytes", "parse_bytes",
-    "JobSpec", "METHODS", "Method", "MethodInfo", "RecoveryOptions", "SVDLLMOptions", "SVDOptions",
-    "ShortGPTOptions", "SoCoOptions", "TargetName", "options_class",
+    "ASVDOptions", "CalibrationSpec", "EXECUTION_MODES", "EvaluationSpec", "ExecutionMode", "ExecutionSpec",
+    "ExportSpec", "FAMILIES", "Family", "GraspOptions", "JobSpec", "KNOWN_TARGETS", "METHODS", "Method",
+    "MethodInfo", "OFFLOAD_TARGETS", "OffloadTarget", "RecoveryOptions", "SVDLLMOptions", "SVDOptions",
+    "ShortGPTOptions", "SoCoOptions", "TargetName", "check_fit", "family_for", "format_bytes", "options_class",
+    "parse_bytes",
 ]

@@ -6,14 +6,19 @@ from typing import Literal
 
 from pydantic import Field
 
-from compression.specs.common import ALL_TARGETS, StrictModel, TargetName
+from compression.specs.common import StrictModel
+from compression.specs.families import KNOWN_TARGETS
+
+# Any family's projection name; whether the model's family has it is checked once its config is read.
+TargetName = Literal[KNOWN_TARGETS]  # type: ignore[valid-type]
 
 
 class TargetedOptions(StrictModel):
-    targets: list[TargetName] = Field(
-        default_factory=lambda: list(ALL_TARGETS),
-        min_length=1, max_length=len(ALL_TARGETS),
-        description="Which linear projections of every decoder layer to factorize.",
+    targets: list[TargetName] | None = Field(
+        None,
+        min_length=1, max_length=len(KNOWN_TARGETS),
+        description="Which linear projections of every decoder layer to factorize (default: all of them). "
+        "Names are the model family's own; GET /v1/architectures lists them per family.",
     )
 
 

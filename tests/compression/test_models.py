@@ -59,11 +59,11 @@ def test_missing_folder_and_revision_on_local(roots) -> None:
 
 
 def test_unsupported_architecture_names_the_supported_ones(tmp_path: Path) -> None:
-    (tmp_path / "gpt").mkdir()
-    (tmp_path / "gpt" / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 1}))
-    with pytest.raises(UnsupportedArchitecture, match="'gpt2' is not supported; supported architectures: "
-                                                      "llama, mistral, qwen2"):
-        load_model("gpt", model_roots=(tmp_path,))
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert", "num_hidden_layers": 1}))
+    with pytest.raises(UnsupportedArchitecture, match="'bert' is not supported; supported architectures: "
+                                                      "gemma2, gemma3, gemma3_text, gpt2, gpt_neox, llama"):
+        load_model("bert", model_roots=(tmp_path,))
 
 
 _HUB_SCRIPT = """

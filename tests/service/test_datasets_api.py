@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pyarrow as pa

@@ -54,8 +54,13 @@ def test_sigterm_to_serve_stops_its_local_worker(tmp_path: Path, hf_home: Path) 
                 os.killpg(pid, signal.SIGKILL)
 
 
+OPERATOR_KEY = "operator-key-for-readyz-details"
+
+
 def _worker_check(port: int) -> dict[str, object]:
-    return dict(httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json()["checks"]["worker"])
+    """/readyz's worker check (its details are the operator's: X-Admin-Key)."""
+    ready = httpx.get(f"http://127.0.0.1:{port}/readyz", headers={"X-Admin-Key": OPERATOR_KEY}, timeout=10)
+    return dict(ready.json()["checks"]["worker"])
 
 
 def _worker_pid(port: int) -> int | None:
@@ -67,7 +72,7 @@ def test_serve_restarts_its_sigkilled_worker_and_the_job_still_succeeds(tmp_path
     """The embedded default survives a dead worker: serve restarts it (with backoff, shown by /readyz),
     the sweeper re-queues the job it was running, and the new worker finishes it; nobody restarts anything."""
     port = free_port()
-    env = base_env(tmp_path / "home", hf_home, port)
+    env = {**base_env(tmp_path / "home", hf_home, port), "SPECTRA_ADMIN_KEY": OPERATOR_KEY}
     serve = start_serve(env, port, tmp_path / "logs")
     leftovers: list[int] = []
     try:

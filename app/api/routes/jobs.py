@@ -22,7 +22,7 @@ from app.api.eventstream import job_events
 from app.api.deps import AUTH_RESPONSES, DbDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from app.api.preflight import submission_estimate
 from app.api.validation import (
-    JOB_ID, check_allowed_paths, check_reachable, check_spec_size, decode_cursor, encode_cursor, field_error,
+    JOB_ID, check_allowed_paths, check_model_fits, check_spec_size, decode_cursor, encode_cursor, field_error,
 )
 from app.jobstates import JobStatus
 from app.models import Artifact, Job, Tenant
@@ -75,8 +75,8 @@ async def create_job(
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")] = None,
 ) -> JSONResponse:
     check_allowed_paths(spec, settings)
-    check_reachable(spec, settings)
-    # Reads config.json from disk (a model root or the hub cache): off the event loop.
+    # Both read config.json from disk (a model root or the hub cache): off the event loop.
+    await run_in_threadpool(check_model_fits, spec, settings)
     estimate = await run_in_threadpool(submission_estimate, spec, settings)
     dumped = spec.model_dump(mode="json")
     check_spec_size(dumped)
