@@ -8,6 +8,7 @@ Calibration corpora (files under the data folder):
   tinystories -> tinystories/TinyStories-train.head197k.txt (train head).
   alpaca      -> alpaca/alpaca_data.subset5000.json, each example rendered with the Alpaca prompt.
   file        -> a user .txt, or .jsonl with field "text", that must lie under an allowed data root.
+  texts       -> strings given inline in the spec, joined by blank lines.
   dataset     -> a dataset uploaded to the service: the caller (the worker) has downloaded it and passes
                  its local .txt / .jsonl file in ``datasets`` (dataset id -> path).
 Windows start at uniformly drawn character offsets (as SVD-LLM's sampler does), drawn with a private
@@ -107,6 +108,9 @@ def dataset_text(path: Path) -> str:
 
 def calibration_text(spec: CalibrationSpec, data_dir: Path, data_roots: Sequence[Path] = (),
                      datasets: Mapping[str, Path] | None = None) -> str:
+    if spec.source == "texts":
+        assert spec.texts is not None  # CalibrationSpec guarantees it
+        return "\n\n".join(spec.texts)
     if spec.source == "dataset":
         return dataset_text(dataset_file(spec.dataset_id, datasets or {}))
     if spec.source == "file":

@@ -1,9 +1,12 @@
 """Command line: ``python -m compression.cli compress MODEL --method M --ratio R --out DIR`` and ``... methods``.
 
-The same run() the worker calls, with a progress bar per stage and a before/after table at the end.
+The same run() the worker calls, with an overall bar (ETA) and a stage bar on a terminal, plain progress lines
+otherwise, and a before/after table at the end.
 Where models and data may come from is read from the environment here (the library never reads it):
 SPECTRA_MODEL_ROOTS and SPECTRA_DATA_ROOTS (os.pathsep-separated folders), SPECTRA_DATA_DIR (default
-../shared/data beside the repository, if it exists), SPECTRA_HF_CACHE (hub cache; default: HF's own).
+../shared/data beside the repository, if it exists), SPECTRA_HF_CACHE_DIR (hub cache; default: HF's own),
+the same names the service reads. A model folder or calibration file named on the command line is used
+as it is, with no root setting needed.
 Bad input exits with status 2 and a one-line message, never a traceback.
 """
 
@@ -66,14 +69,22 @@ def _paths(name: str) -> tuple[Path, ...]:
     return tuple(Path(p) for p in os.environ.get(name, "").split(os.pathsep) if p)
 
 
-def settings_from_env() -> Any:
+def settings_from_env(spec: JobSpec | None = None) -> Any:
+    """RunSettings from SPECTRA_* variables, plus the model folder and calibration file the user named."""
     from compression.run import RunSettings
 
     default_data = REPO.parent / "shared" / "data"
     data_dir = Path(os.environ["SPECTRA_DATA_DIR"]) if os.environ.get("SPECTRA_DATA_DIR") else default_data
     data_roots = _paths("SPECTRA_DATA_ROOTS") or (data_dir,)
-    cache = os.environ.get("SPECTRA_HF_CACHE")
-    return RunSettings(model_roots=_paths("SPECTRA_MODEL_ROOTS"), data_dir=data_dir, data_roots=data_roots,
+    model_roots = _paths("SPECTRA_MODEL_ROOTS")
+    # On the user's own machine what they name on the command line is theirs to use: the allowed roots
+    # confine the service, not them.
+    if spec is not None and spec.model.startswith("/") and Path(spec.model).is_dir():
+        model_roots += (Path(spec.model),)
+    if spec is not None and spec.calibration.path and spec.calibration.path.startswith("/"):
+        data_roots += (Path(spec.calibration.path),)
+    cache = os.environ.get("SPECTRA_HF_CACHE_DIR")
+    return RunSettings(model_roots=model_roots, data_dir=data_dir, data_roots=data_roots,
                        cache_dir=Path(cache) if cache else None)
 
 
@@ -83,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     methods = sub.add_parser("methods", help="list methods, their settings and defaults")
     methods.add_argument("--json", action="store_true", help="print each method's JSON Schema")
     c = sub.add_parser("compress", help="compress MODEL and write an artifact folder")
-    c.add_argument("model", help="hub id 'org/name', or a folder name / absolute path under SPECTRA_MODEL_ROOTS")
+    c.add_argument("model", help="hub id 'org/name', a model folder (path), or a folder name under SPECTRA_MODEL_ROOTS")
     c.add_argument("--method", required=True, choices=[m.value for m in METHODS])
     c.add_argument("--ratio", required=True, type=float, help="fraction of decoder linear parameters to remove")
     c.add_argument("--out", required=True, type=Path, help="artifact folder to create (must not exist)")
@@ -91,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="method setting, repeatable; JSON values; dotted keys for nested settings")
     c.add_argument("--calib-source", default=None, help="wikitext2 | c4 | tinystories | alpaca | file")
-    c.add_argument("--calib-path", default=None, help="with --calib-source file: .txt or .jsonl under SPECTRA_DATA_ROOTS")
+    c.add_argument("--calib-path", default=None, help="with --calib-source file: a .txt or .jsonl file")
     c.add_argument("--calib-samples", type=int, default=None)
     c.add_argument("--calib-seq-len", type=int, default=None)
     c.add_argument("--eval-corpus", default=None, help="wikitext2 | tinystories")
@@ -113,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="host memory the job may use: bytes or e.g. 64GiB (default: no limit)")
     c.add_argument("--dense", action="store_true", help="merge factors into plain weights on export")
     c.add_argument("--export-dtype", default=None, help="weights dtype of the artifact")
-    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.add_argument("--quiet", action="store_true", help="no progress output and no summary table")
     return parser
 
 
@@ -121,7 +132,9 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
     def given(**kv: Any) -> dict[str, Any]:
         return {k: v for k, v in kv.items() if v is not None}
 
-    calibration = given(source=args.calib_source, path=args.calib_path, samples=args.calib_samples,
+    calib_path = str(Path(args.calib_path).resolve()) if args.calib_path and Path(args.calib_path).is_file() \
+        else args.calib_path
+    calibration = given(source=args.calib_source, path=calib_path, samples=args.calib_samples,
                         seq_len=args.calib_seq_len)
     evaluation = given(corpus=args.eval_corpus, seq_len=args.eval_seq_len, max_windows=args.eval_windows,
                        batch_size=args.eval_batch_size)
@@ -133,10 +146,16 @@ def spec_from_args(args: argparse.Namespace) -> JobSpec:
     if args.dense:
         export["dense"] = True
     return JobSpec.model_validate(given(
-        model=args.model, revision=args.revision, method=args.method, target_ratio=args.ratio,
+        model=_absolute_if_local(args.model), revision=args.revision, method=args.method, target_ratio=args.ratio,
         options=options_dict(args.option), calibration=calibration, evaluation=evaluation, export=export,
         execution=execution, device=args.device, dtype=args.dtype, seed=args.seed,
     ))
+
+
+def _absolute_if_local(model: str) -> str:
+    """A folder the user names (relative or not) becomes its absolute path; anything else stays a hub id or name."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if ("/" in model or model.startswith(".")) and path.is_dir() else model
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -173,8 +192,12 @@ def summary_table(report: dict[str, Any]) -> str:
     def fmt(v: Any) -> str:
         return "-" if v is None else f"{v:,.4g}" if isinstance(v, float) else f"{v:,}"
 
+    export = report.get("export") or {}
+    dense = bool(export.get("dense"))
     rows = [
         ("parameters (whole model)", fmt(report["params_before"]), fmt(report["params_after"])),
+        *([("parameters in the artifact", fmt(report["params_before"]), fmt(export.get("params")))] if dense else []),
+        ("weight bytes", fmt(m.get("weight_bytes_before")), fmt(m.get("weight_bytes_after"))),
         ("decoder linear parameters", fmt(report["decoder_linear_params_before"]),
          fmt(report["decoder_linear_params_after"])),
         (f"perplexity ({(report.get('protocol') or {}).get('corpus', 'off')})", fmt(m.get("ppl_before")),
@@ -183,38 +206,22 @@ def summary_table(report: dict[str, Any]) -> str:
     out = [f"{'':28}{'before':>16}{'after':>16}"] + [f"{a:28}{b:>16}{c:>16}" for a, b, c in rows]
     out.append(f"ratio removed: {report['achieved_ratio']:.4f} of decoder linears (target "
                f"{report['target_ratio']}), {report['achieved_ratio_total']:.4f} of the whole model")
+    if dense:
+        out.append("dense export: the factors were multiplied back into full matrices, so the artifact has the "
+                   "original parameter count (it loads anywhere but is not smaller)")
     out.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in m["seconds"].items()))
     out.append(f"peak memory: {m['peak_memory_bytes'] / 2**20:,.0f} MiB ({m['peak_memory_kind']})")
     return "\n".join(out)
 
 
-class _Bars:
-    """One tqdm bar per stage, on stderr, with the job's overall fraction, layer i/N and ETA beside it."""
+def _quiet_libraries() -> None:
+    """transformers' and the hub's own bars and notices would interleave with ours (and ignore --quiet)."""
+    import huggingface_hub.utils
+    import transformers
 
-    def __init__(self, quiet: bool, stage_seconds: dict[str, float] | None = None) -> None:
-        from compression.progress import ProgressModel
-
-        self.quiet, self.stage, self.bar = quiet, "", None
-        self.model = ProgressModel(stage_seconds or None)
-
-    def __call__(self, stage: str, fraction: float, message: str) -> None:
-        snapshot = self.model.update(stage, fraction, message)
-        if self.quiet:
-            return
-        from tqdm import tqdm
-
-        if stage != self.stage:
-            self.close()
-            self.stage, self.bar = stage, tqdm(total=100, desc=f"{stage:16}", file=sys.stderr, leave=True,
-                                               bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
-        assert self.bar is not None
-        self.bar.n = round(fraction * 100)
-        self.bar.set_postfix_str(status_line(snapshot)[:90], refresh=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
 
 
 def status_line(snapshot: Any) -> str:
@@ -238,23 +245,26 @@ def describe_estimate(estimate: Any) -> str:
 
 
 def _compress(args: argparse.Namespace) -> int:
+    from compression.cli_progress import ProgressDisplay
     from compression.estimate import preflight
     from compression.models import resolve_device
     from compression.run import run
 
     spec = spec_from_args(args)
-    settings = settings_from_env()
+    _quiet_libraries()
+    settings = settings_from_env(spec)
     # Before any weight is read: the model's config.json alone (raises DoesNotFit, exit 2, past the limits).
     estimate = preflight(spec, model_roots=settings.model_roots, cache_dir=settings.cache_dir,
                          device=resolve_device(spec.device).type)
-    if estimate is not None:
+    if estimate is not None and not args.quiet:
         print(describe_estimate(estimate), flush=True)
-    bars = _Bars(args.quiet, estimate.stage_seconds if estimate is not None else None)
+    display = ProgressDisplay(args.quiet, estimate.stage_seconds if estimate is not None else None)
     try:
-        result = run(spec, args.out, settings=settings, progress=bars)
+        result = run(spec, args.out, settings=settings, progress=display)
     finally:
-        bars.close()
-    print(summary_table(result.report))
+        display.close()
+    if not args.quiet:
+        print(summary_table(result.report))
     print(f"artifact: {result.out_dir} ({len(result.files)} files)")
     return 0
 

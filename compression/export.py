@@ -1,9 +1,12 @@
 """The artifact folder: safetensors (+ shards), config, tokenizer, generation config, compression.json.
 
 Low-rank linears are stored as two factors (``<m>.in_proj.weight`` [k, n], ``<m>.out_proj.weight``
-[m, k], ``<m>.out_proj.bias``) with ``config.spectra_low_rank = {module: rank}`` and an ``auto_map``
-to ``modeling_spectra.py`` (copied into the folder) for ``trust_remote_code`` loading. A model with
-no low-rank modules (layer removal) or a ``dense`` export is a plain config that loads anywhere.
+[m, k], ``<m>.out_proj.bias``) with ``config.spectra_low_rank = {module: rank}``, a ``model_type`` of
+Spectra's own (``spectra_llama``: plain transformers refuses it rather than load random weights) and an
+``auto_map`` to ``modeling_spectra.py`` (copied into the folder) for ``trust_remote_code`` loading. A
+model with no low-rank modules (layer removal) or a ``dense`` export is a plain config that loads
+anywhere. Weights are stored in the dtype asked for (run() passes the source checkpoint's), and every
+folder gets a model card (README.md).
 Everything is written to ``<out_dir>.partial`` and renamed at the end, so a half-written artifact is
 never visible under ``out_dir``.
 """
@@ -30,12 +33,15 @@ from compression.architectures import (
     prepare_model,
     stock_layout,
 )
+from compression.checkpoint import weight_bytes
 from compression.artifact_code import strip_foreign_code
 from compression.errors import InvalidInput
 from compression.lowrank import LowRankLinear
+from compression.model_card import CARD_NAME, render_card
 from compression.models import LoadedModel, resolve_device, resolve_dtype
 
 REMOTE_CODE = Path(__file__).parent / "remote_code" / "modeling_spectra.py"
+SPECTRA_MODEL_TYPE_PREFIX = "spectra_"  # the same prefix as modeling_spectra.MODEL_TYPE_PREFIX
 REPORT_NAME = "compression.json"
 MAX_SHARD_BYTES = 2 * 1024**3
 
@@ -73,7 +79,7 @@ def artifact_state_dict(model: nn.Module, dense: bool, dtype: torch.dtype | None
     return out
 
 
-def _write_weights(groups: Iterable[dict[str, torch.Tensor]], folder: Path, max_shard_bytes: int) -> None:
+def _write_weights(groups: Iterable[dict[str, torch.Tensor]], folder: Path, max_shard_bytes: int) -> int:
     """Write the tensors of `groups` (in order) into shards of at most max_shard_bytes.
 
     Groups arrive one at a time (a layer-streamed model yields one decoder layer per group), and a
@@ -83,7 +89,7 @@ def _write_weights(groups: Iterable[dict[str, torch.Tensor]], folder: Path, max_
 
     written: list[tuple[Path, list[str]]] = []
     shard: dict[str, torch.Tensor] = {}
-    size = total = 0
+    size = total = params = 0
 
     def flush() -> None:
         path = folder / f"shard-{len(written):05d}.tmp"
@@ -99,10 +105,11 @@ def _write_weights(groups: Iterable[dict[str, torch.Tensor]], folder: Path, max_
             shard[name] = t
             size += nbytes
             total += nbytes
+            params += t.numel()
     flush()
     if len(written) == 1:
         written[0][0].rename(folder / "model.safetensors")
-        return
+        return params
     weight_map = {}
     for i, (path, names) in enumerate(written, 1):
         fname = f"model-{i:05d}-of-{len(written):05d}.safetensors"
@@ -110,6 +117,7 @@ def _write_weights(groups: Iterable[dict[str, torch.Tensor]], folder: Path, max_
         weight_map.update({name: fname for name in names})
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True))
+    return params
 
 
 def require_export_class(arch: ArchSpec) -> str:
@@ -135,15 +143,37 @@ def _write_config(model: nn.Module, folder: Path, ranks: dict[str, int], dtype: 
             delattr(config, attr)
     if dtype is not None:
         config.dtype = dtype
-    if ranks:
-        cls = require_export_class(arch_for(config.model_type))
-        config.spectra_low_rank = ranks
-        if unfused_experts:
-            config.spectra_unfused_experts = unfused_experts
-        config.auto_map = {"AutoModelForCausalLM": f"modeling_spectra.{cls}"}
-        config.architectures = [cls]
-        shutil.copy2(REMOTE_CODE, folder / REMOTE_CODE.name)
+    if not ranks:
+        config.save_pretrained(folder)
+        return
+    cls = require_export_class(arch_for(config.model_type))
+    config.spectra_low_rank = ranks
+    if unfused_experts:
+        config.spectra_unfused_experts = unfused_experts
+    config.architectures = [cls]
     config.save_pretrained(folder)
+    # modeling_spectra builds Spectra<StockConfig> (model_type spectra_<family>) beside Spectra<StockModel>.
+    _mark_low_rank(folder / "config.json", cls, f"Spectra{type(config).__name__}")
+    shutil.copy2(REMOTE_CODE, folder / REMOTE_CODE.name)
+
+
+def _mark_low_rank(config_path: Path, cls: str, config_cls: str) -> None:
+    """Give a low-rank config a model_type of Spectra's own plus the auto_map to its classes.
+
+    transformers does not know "spectra_<family>", so plain from_pretrained raises and tells the user to
+    pass trust_remote_code=True, instead of loading the stock class with random weights where the factors
+    are. (model_type is a class attribute of the config, so it is set in the written JSON.)
+    """
+    data = json.loads(config_path.read_text())
+    data["model_type"] = SPECTRA_MODEL_TYPE_PREFIX + data["model_type"]
+    data["auto_map"] = {"AutoConfig": f"modeling_spectra.{config_cls}",
+                        "AutoModelForCausalLM": f"modeling_spectra.{cls}"}
+    config_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def base_model_type(model_type: str) -> str:
+    """The stock family of an artifact's model_type ('spectra_llama' -> 'llama')."""
+    return model_type.removeprefix(SPECTRA_MODEL_TYPE_PREFIX)
 
 
 def file_entries(folder: Path) -> list[FileEntry]:
@@ -193,7 +223,11 @@ def export(
             fused = fusable_experts(model, arch, state)
             unfused = [name for name in experts_modules(model, arch) if name not in fused]
             groups = [stock_layout(model, arch, state)]
-        _write_weights(groups, partial, max_shard_bytes)
+        params = _write_weights(groups, partial, max_shard_bytes)
+        # The caller's report learns what the artifact weighs (compression.json and the job's metrics).
+        report.setdefault("metrics", {})["weight_bytes_after"] = weight_bytes(partial)
+        report["export"] = {"dense": dense, "dtype": str(torch_dtype or "") or None, "low_rank_modules": len(ranks),
+                            "params": params}
         _write_config(model, partial, ranks, torch_dtype, unfused)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(partial)
@@ -201,10 +235,10 @@ def export(
         for name, data in (extra_files or {}).items():
             (partial / Path(name).name).write_bytes(data)
         strip_foreign_code(partial)
+        card = render_card(report, low_rank=bool(ranks), files=[p.name for p in partial.iterdir()])
+        (partial / CARD_NAME).write_text(card, encoding="utf-8")
         entries = file_entries(partial)
-        full = dict(report, export={"dense": dense, "dtype": str(torch_dtype or "") or None,
-                                    "low_rank_modules": len(ranks)},
-                    files={name: {"size": size, "sha256": sha} for name, size, sha in entries})
+        full = dict(report, files={name: {"size": size, "sha256": sha} for name, size, sha in entries})
         (partial / REPORT_NAME).write_text(json.dumps(full, indent=2, sort_keys=True, default=str))
         partial.rename(out_dir)
     except BaseException:
@@ -227,23 +261,33 @@ def verify_files(path: Path) -> None:
             raise InvalidInput(f"artifact file {name} in {path} does not match its sha256 in {REPORT_NAME}")
 
 
+def _stock_config(path: Path) -> Any:
+    """The artifact's config as its stock family's config class (no remote code runs)."""
+    from transformers import AutoConfig
+
+    data = json.loads((path / "config.json").read_text())
+    family = base_model_type(str(data.pop("model_type", "")))
+    arch_for(family)  # refuse an unsupported family with the supported list
+    for key in ("auto_map", "architectures", "transformers_version"):
+        data.pop(key, None)
+    return AutoConfig.for_model(family, **data)
+
+
 def load_compressed(
     path: Path, *, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None, verify: bool = True
 ) -> LoadedModel:
     """Our own loader: stock architecture, low-rank modules swapped in, weights loaded strictly."""
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
     if not (path / "config.json").is_file():
         raise InvalidInput(f"{path} is not an artifact folder (no config.json)")
     if verify and (path / REPORT_NAME).is_file():
         verify_files(path)
-    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    config = _stock_config(path)
     arch = arch_for(config.model_type)
     ranks: dict[str, int] = dict(getattr(config, "spectra_low_rank", None) or {})
-    if hasattr(config, "auto_map"):
-        delattr(config, "auto_map")
     torch_dtype = resolve_dtype(dtype) if dtype is not None else getattr(config, "dtype", None) or torch.float32
     if isinstance(torch_dtype, str):
         torch_dtype = resolve_dtype(torch_dtype)
@@ -269,5 +313,5 @@ def load_compressed(
     if tied:
         model.tie_weights()
     model.to(resolve_device(device)).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, config=config)  # the stock config: no remote-code prompt
     return LoadedModel(model=model, tokenizer=tokenizer, arch=arch, source={"kind": "artifact", "path": str(path)})

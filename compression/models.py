@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from compression.architectures import ARCHITECTURES, ArchSpec, arch_for, prepare_model
+from compression.checkpoint import card_license, checkpoint_dtype, weight_bytes
 from compression.errors import InvalidConfig, InvalidInput, ModelNotFound, UnsupportedModelFormat
 from compression.model_files import (
     NO_SAFETENSORS, check_download_size, is_shape_mismatch, load_tokenizer, require_safetensors,
@@ -68,6 +69,17 @@ def _hub_snapshot(ref: str, revision: str | None, cache_dir: Path | None) -> Pat
             f"model '{ref}'{where} was not found on the Hugging Face hub or in its cache ({type(exc).__name__})"
         ) from None
     return Path(config_path).parent  # .../snapshots/<commit>/config.json
+
+
+def _hub_license(ref: str, commit: str, cache_dir: Path | None) -> str | None:
+    """The license in the hub model card of ref@commit, when the card can be had (it is optional)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        card = Path(hf_hub_download(ref, "README.md", revision=commit, cache_dir=cache_dir))
+    except Exception:  # no card, or offline without it cached: the license is simply unknown
+        return None
+    return card_license(card.parent)
 
 
 # Called with the source's config.json (a dict) and its family before any weight is read.
@@ -221,6 +233,9 @@ def load_model(
         source = {"kind": "local", "ref": ref}  # no server path: compression.json goes to the tenant
     else:
         source = {"kind": "hub", "ref": ref, "revision": revision, "commit": commit}
+    # What the checkpoint is stored as, so the artifact keeps it and the report can compare sizes.
+    source.update(dtype=checkpoint_dtype(snapshot), weight_bytes=weight_bytes(snapshot),
+                  license=card_license(local) if local is not None else _hub_license(ref, commit, cache_dir))
     return LoadedModel(model=model, tokenizer=tokenizer, arch=arch, source=source)
 
 

@@ -97,7 +97,7 @@ curl -fsS "$API/v1/jobs/$JOB_ID/archive.sha256" -H "X-API-Key: $KEY" >"$DOWNLOAD
 tar -xf "$DOWNLOADS/spectra-$JOB_ID.tar" -C "$DOWNLOADS"
 MODEL_DIR="$DOWNLOADS/spectra-$JOB_ID"
 ls -l "$MODEL_DIR"
-GENERATE="$REPO/.venv/bin/python -c \"from transformers import AutoModelForCausalLM, AutoTokenizer; d='$MODEL_DIR'; t=AutoTokenizer.from_pretrained(d); m=AutoModelForCausalLM.from_pretrained(d, trust_remote_code=True); print(t.decode(m.generate(**t('Once upon a time', return_tensors='pt'), max_new_tokens=40, do_sample=False)[0], skip_special_tokens=True))\""
+GENERATE="$REPO/.venv/bin/python -c \"from transformers import AutoModelForCausalLM, AutoTokenizer; d='$MODEL_DIR'; t=AutoTokenizer.from_pretrained(d, trust_remote_code=True); m=AutoModelForCausalLM.from_pretrained(d, trust_remote_code=True); print(t.decode(m.generate(**t('Once upon a time', return_tensors='pt'), max_new_tokens=40, do_sample=False)[0], skip_special_tokens=True))\""
 echo "generate text from it (low-rank layers load through the modeling file in the folder: trust_remote_code=True):"
 echo "  $GENERATE"
 eval "$GENERATE"

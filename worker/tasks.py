@@ -206,8 +206,8 @@ def _metrics(report: dict[str, Any], *, wall_seconds: float, attempt: int) -> di
     """What the job row keeps: the library's metrics and ratios, plus the service's wall time and attempt."""
     metrics: dict[str, Any] = dict(report.get("metrics") or {})
     for key in ("target_ratio", "achieved_ratio", "achieved_ratio_total", "params_before", "params_after",
-                "decoder_linear_params_before", "decoder_linear_params_after", "protocol", "calibration",
-                "device"):
+                "decoder_linear_params_before", "decoder_linear_params_after", "protocol", "zeroshot_protocol",
+                "calibration", "device"):
         if key in report:
             metrics[key] = report[key]
     details = _chartable_details(report.get("method_details") or {})

@@ -74,12 +74,13 @@ def _visible_local_config(spec: JobSpec, settings: Settings) -> dict[str, Any] |
     else:
         return None  # a hub id: the API does not download configs
     for folder in candidates:
-        if any(folder == r or r in folder.parents for r in roots) and (folder / "config.json").is_file():
-            try:
-                config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-                return None  # the worker names the fault (invalid_config)
-            return config if isinstance(config, dict) else None
+        try:
+            if not (any(folder == r or r in folder.parents for r in roots) and (folder / "config.json").is_file()):
+                continue
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None  # a name too long, a broken config: the worker names the fault
+        return config if isinstance(config, dict) else None
     return None
 
 

@@ -17,6 +17,11 @@ import transformers
 from torch import nn
 
 PREFIX = "Spectra"
+# A low-rank artifact's config.json names model_type "spectra_<family>", which transformers does not
+# know: plain from_pretrained refuses it and says to pass trust_remote_code=True, instead of silently
+# building the stock model with random projections where the factors are. auto_map's AutoConfig names
+# Spectra<Family>Config, the family's stock config class under that model_type.
+MODEL_TYPE_PREFIX = "spectra_"
 
 
 class SpectraLowRankLinear(nn.Module):
@@ -96,8 +101,18 @@ def _swap_low_rank(model: nn.Module, ranks: dict[str, int]) -> None:
         setattr(parent, child, new)
 
 
+def _spectra_config(base: type) -> type:
+    class SpectraConfig(base):  # type: ignore[misc, valid-type]
+        model_type = MODEL_TYPE_PREFIX + base.model_type
+
+    SpectraConfig.__name__ = SpectraConfig.__qualname__ = f"{PREFIX}{base.__name__}"
+    return SpectraConfig
+
+
 def _low_rank_variant(base: type) -> type:
     class SpectraVariant(base):  # type: ignore[misc, valid-type]
+        config_class = __getattr__(PREFIX + base.config_class.__name__)
+
         def __init__(self, config, *args, **kwargs):  # type: ignore[no-untyped-def]
             super().__init__(config, *args, **kwargs)
             _unfuse_experts(self, list(getattr(config, "spectra_unfused_experts", None) or []))
@@ -108,10 +123,14 @@ def _low_rank_variant(base: type) -> type:
 
 
 def __getattr__(name: str) -> type:
-    """`SpectraLlamaForCausalLM` -> a low-rank variant of transformers.LlamaForCausalLM (built once)."""
+    """`SpectraLlamaForCausalLM` -> a low-rank variant of transformers.LlamaForCausalLM, `SpectraLlamaConfig`
+    -> LlamaConfig under model_type spectra_llama (each built once)."""
     base = getattr(transformers, name.removeprefix(PREFIX), None) if name.startswith(PREFIX) else None
-    if not isinstance(base, type) or not issubclass(base, transformers.PreTrainedModel):
+    if isinstance(base, type) and issubclass(base, transformers.PreTrainedModel):
+        built = _low_rank_variant(base)
+    elif isinstance(base, type) and issubclass(base, transformers.PretrainedConfig) and base.model_type:
+        built = _spectra_config(base)
+    else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    variant = _low_rank_variant(base)
-    globals()[name] = variant
-    return variant
+    globals()[name] = built
+    return built

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, StringConstraints, ValidationError, ValidationInfo, field_validator, model_validator
 
 from compression.specs.execution import ExecutionSpec
 from compression.specs.common import StrictModel, validate_data_path, validate_model_ref, validate_revision
 from compression.specs.registry import Method, options_class
 
-CalibrationCorpus = Literal["wikitext2", "c4", "tinystories", "alpaca", "file", "dataset"]
+CalibrationCorpus = Literal["wikitext2", "c4", "tinystories", "alpaca", "file", "dataset", "texts"]
 # Ids of datasets uploaded through the service (POST /v1/datasets): uuid4 hex.
 DATASET_ID = r"^[0-9a-f]{32}$"
 SHA256 = r"^[0-9a-f]{64}$"
+# Inline calibration texts travel in the job body (and its row): a few paragraphs, not a corpus.
+MAX_INLINE_TEXTS = 256
+MAX_INLINE_TEXT_CHARS = 20_000
+InlineText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_INLINE_TEXT_CHARS)]
 EvaluationCorpus = Literal["wikitext2", "tinystories", "dataset"]
 
 
@@ -22,8 +26,8 @@ class CalibrationSpec(StrictModel):
 
     source: CalibrationCorpus = Field(
         "wikitext2",
-        description="A named corpus, 'file' for a user-supplied .txt / .jsonl (field 'text'), or 'dataset' "
-        "for a dataset uploaded with POST /v1/datasets.",
+        description="A named corpus, 'file' for a user-supplied .txt / .jsonl (field 'text'), 'dataset' "
+        "for a dataset uploaded with POST /v1/datasets, or 'texts' for strings given inline in 'texts'.",
     )
     path: str | None = Field(
         None, description="With source='file': the text or JSONL file (under an allowed data root)."
@@ -34,6 +38,11 @@ class CalibrationSpec(StrictModel):
     dataset_sha256: str | None = Field(
         None, pattern=SHA256, description="With source='dataset': the dataset's sha256. The service fills it in "
         "at submission (or refuses the job when a given one differs) and the worker checks what it downloads.",
+    )
+    texts: list[InlineText] | None = Field(
+        None, min_length=1, max_length=MAX_INLINE_TEXTS,
+        description=f"With source='texts': up to {MAX_INLINE_TEXTS} strings of up to {MAX_INLINE_TEXT_CHARS} "
+                    "characters, joined by blank lines into the calibration text.",
     )
     samples: int = Field(32, ge=1, le=4096, description="Number of windows.")
     seq_len: int = Field(256, ge=8, le=32768, description="Tokens per window.")
@@ -46,6 +55,10 @@ class CalibrationSpec(StrictModel):
             raise ValueError("calibration.path is required when calibration.source is 'file'")
         if self.source != "file" and self.path:
             raise ValueError("calibration.path is only used with calibration.source='file'")
+        if self.source == "texts" and not self.texts:
+            raise ValueError("calibration.texts (a list of strings) is required when calibration.source is 'texts'")
+        if self.source != "texts" and self.texts:
+            raise ValueError("calibration.texts is only used with calibration.source='texts'")
         if self.source == "dataset" and not self.dataset_id:
             raise ValueError("calibration.dataset_id is required when calibration.source is 'dataset'")
         if self.source != "dataset" and (self.dataset_id or self.dataset_sha256):
@@ -53,8 +66,13 @@ class CalibrationSpec(StrictModel):
         return self
 
 
+# lm-evaluation-harness task names; compression.zeroshot.TASKS is the same list (a test keeps them equal).
+ZeroShotTask = Literal["piqa", "arc_easy", "arc_challenge", "hellaswag", "winogrande", "openbookqa"]
+
+
 class EvaluationSpec(StrictModel):
-    """Perplexity before and after on held-out text: whole text tokenized, non-overlapping windows."""
+    """Perplexity before and after on held-out text: whole text tokenized, non-overlapping windows;
+    optionally zero-shot multiple choice scored as lm-evaluation-harness does."""
 
     enabled: bool = True
     corpus: EvaluationCorpus = Field(
@@ -68,6 +86,20 @@ class EvaluationSpec(StrictModel):
     seq_len: int = Field(512, ge=8, le=32768)
     max_windows: int | None = Field(16, ge=1, description="Score only the first N windows (None: all).")
     batch_size: int = Field(1, ge=1, le=256)
+    zeroshot: list[ZeroShotTask] = Field(
+        default_factory=list, max_length=6,
+        description="Zero-shot tasks (lm-evaluation-harness names) scored before and after; none by default.",
+    )
+    zeroshot_limit: int | None = Field(
+        200, ge=1, le=100_000, description="Score only the first N items of each zero-shot task (None: all)."
+    )
+
+    @field_validator("zeroshot")
+    @classmethod
+    def _distinct_tasks(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("evaluation.zeroshot lists a task twice")
+        return value
 
     @model_validator(mode="after")
     def _dataset_iff_dataset(self) -> "EvaluationSpec":

@@ -79,9 +79,67 @@ def test_bad_input_exits_2_with_message(argv: list[str], message: str, env: Path
     assert message in err and "Traceback" not in err
 
 
-def test_model_outside_roots_exits_2(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_folder_without_config_exits_2(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["compress", "/etc", "--method", "svd", "--ratio", "0.2", "--out", str(tmp_path / "o")])
     assert rc == 2
-    err = capsys.readouterr().err
-    assert "outside the allowed model roots" in err and "SPECTRA_MODEL_ROOTS" in err
+    assert "has no config.json" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_named_folder_and_file_need_no_roots_and_plain_lines_off_a_terminal(
+        tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("SPECTRA_MODEL_ROOTS", "SPECTRA_DATA_ROOTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SPECTRA_DATA_DIR", str(shared_dir / "data"))
+    (tmp_path / "calib.txt").write_text((shared_dir / "data" / "tinystories" / "TinyStories-train.head197k.txt")
+                                        .read_text()[:20000])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").symlink_to(shared_dir / "models" / "TinyStories-656K")
+    rc = main(["compress", "./model", "--method", "asvd", "--ratio", "0.2", "--out", "o", "--device", "cpu",
+               "--calib-source", "file", "--calib-path", "calib.txt", "--calib-samples", "2",
+               "--calib-seq-len", "64", "--no-eval", "--dense"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "\r" not in captured.err and "Loading weights" not in captured.err  # lines, and no transformers bar
+    lines = captured.err.splitlines()
+    assert any(" compress " in line and "ETA" in line for line in lines)
+    assert any(line.split("] ", 1)[-1].startswith("export 100%") for line in lines)
+    report = json.loads((tmp_path / "o" / "compression.json").read_text())
+    assert report["calibration"]["file"] == str(tmp_path / "calib.txt")
+    # --dense: the summary gives the artifact's real (dense) parameter count, not the low-rank one
+    assert report["export"]["params"] == report["params_before"]
+    row = next(line for line in captured.out.splitlines() if line.startswith("parameters in the artifact"))
+    assert row.split()[-1] == f"{report['params_before']:,}" and "dense export" in captured.out
+
+
+def test_quiet_prints_nothing_but_the_artifact(env: Path, tmp_path: Path) -> None:
+    code = ("import sys; from compression.cli import main; sys.exit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", code, "compress", "TinyStories-656K", "--method", "svd",
+                           "--ratio", "0.2", "--out", str(tmp_path / "o"), "--no-eval", "--device", "cpu", "--quiet"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and done.stdout.startswith("artifact: ")
+
+
+def test_terminal_shows_overall_bar_with_eta() -> None:
+    import io
+
+    from compression.cli_progress import ProgressDisplay
+    from compression.progress import ProgressModel
+
+    now = [0.0]
+    stream = io.StringIO()
+    display = ProgressDisplay(quiet=False, stream=stream, interactive=True)
+    display.model = ProgressModel(clock=lambda: now[0])
+    for stage, seconds in (("load", 2.0), ("calibrate", 1.0), ("evaluate_before", 10.0)):
+        display(stage, 0.0, "")
+        now[0] += seconds
+        display(stage, 1.0, "")
+    display("compress", 0.0, "layer 0/2: whitened SVD")
+    now[0] += 30.0
+    display("compress", 0.5, "layer 1/2: whitened SVD")
+    display.close()
+    text = stream.getvalue()
+    assert "overall" in text and "layer 1/2" in text
+    # 30 s for the one layer left, plus evaluate_after and export at the rate the finished work ran
+    assert "ETA 00:44" in text

@@ -31,7 +31,7 @@ def _logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
 
 
 def test_low_rank_export_reloads_identically_three_ways(tiny_model, tiny_tokenizer, tiny_calib, tmp_path):
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _factorize_some(tiny_model)
     ids = tiny_calib[:2, :64]
@@ -53,8 +53,13 @@ def test_low_rank_export_reloads_identically_three_ways(tiny_model, tiny_tokeniz
 
     ours = load_compressed(out).model
     assert torch.equal(_logits(ours, ids), expected)
+    assert config["model_type"] == "spectra_llama"  # unknown to transformers: plain loading cannot go wrong
+    for plain in ({}, {"trust_remote_code": False}):
+        with pytest.raises(ValueError, match="trust_remote_code=True"):
+            AutoModelForCausalLM.from_pretrained(out, **plain)
     remote = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True, dtype=torch.float32).eval()
     assert type(remote).__name__ == "SpectraLlamaForCausalLM"
+    assert AutoTokenizer.from_pretrained(out, trust_remote_code=True)("Once upon")["input_ids"]
     assert torch.equal(_logits(remote, ids), expected)
     assert {name for name, _, _ in files} >= {"model.safetensors", "config.json", "compression.json"}
     assert not (tmp_path / "artifact.partial").exists()

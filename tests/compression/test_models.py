@@ -26,7 +26,10 @@ def roots(shared_dir: Path) -> tuple[Path, ...]:
 def test_bare_name_and_absolute_path_under_a_root(roots, tinystories_dir: Path) -> None:
     lm = load_model("TinyStories-656K", model_roots=roots, device="auto", dtype="bfloat16")
     # No server path in the source record: it goes into compression.json, which the tenant downloads.
-    assert lm.arch.model_type == "llama" and lm.source == {"kind": "local", "ref": "TinyStories-656K"}
+    assert lm.arch.model_type == "llama" and lm.source == {
+        "kind": "local", "ref": "TinyStories-656K",
+        # what the checkpoint is stored as (not the compute dtype asked for), its weight bytes, no card license
+        "dtype": "float32", "weight_bytes": (tinystories_dir / "model.safetensors").stat().st_size, "license": None}
     assert next(lm.model.parameters()).dtype == torch.bfloat16 and not lm.model.training
     assert lm.tokenizer("Once upon")["input_ids"]
     assert resolve_local(str(tinystories_dir), roots) == tinystories_dir.resolve()

@@ -49,8 +49,8 @@ def test_create_job_commits_row_then_enqueues(api: ApiServer) -> None:
     assert job["status"] == "queued" and job["attempts"] == 0 and job["error"] is None
     assert job["progress"] == {"stage": None, "fraction": None, "message": None, "overall_fraction": None,
                                "layer": None, "layers": None, "eta_seconds": None}
-    assert job["spec"]["calibration"] == {"source": "tinystories", "path": None, "samples": 4, "seq_len": 64,
-                                          "dataset_id": None, "dataset_sha256": None}
+    assert job["spec"]["calibration"] == {"source": "tinystories", "path": None, "texts": None, "samples": 4,
+                                          "seq_len": 64, "dataset_id": None, "dataset_sha256": None}
     assert job["spec"]["options"] == {"targets": ["q_proj", "k_proj"]}
     assert job["links"]["artifacts"] == f"/v1/jobs/{job['id']}/artifacts"
     with session_scope(api.database_url) as session:
@@ -83,6 +83,11 @@ def test_invalid_bodies_get_422_naming_the_field(api: ApiServer) -> None:
         assert _fields(outside) == ["calibration.path"] and "data roots" in outside.json()["detail"][0]["msg"]
         assert DATA_ROOT not in outside.text
         assert post(calibration={"source": "file", "path": f"{DATA_ROOT}/calib.txt"}).status_code == 202
+        assert post(calibration={"source": "texts", "texts": ["Once upon a time."] * 3}).status_code == 202
+        assert _fields(post(calibration={"source": "texts", "texts": ["x"] * 257})) == ["calibration.texts"]
+        assert _fields(post(calibration={"source": "texts", "texts": ["x" * 20_001]})) == ["calibration.texts.0"]
+        assert _fields(post(calibration={"source": "texts"})) == ["calibration"]
+        assert _fields(post(evaluation={"zeroshot": ["piqa", "mmlu"]})) == ["evaluation.zeroshot.1"]
         missing = client.post("/v1/jobs", json={"method": "svd"})
         assert sorted(_fields(missing)) == ["model", "target_ratio"]
         not_json = client.post("/v1/jobs", content=b"{", headers={"content-type": "application/json"})

@@ -45,7 +45,9 @@ def _download(artifacts: list[dict[str, Any]], folder: Path) -> None:
 
 def test_job_succeeds_with_progress_and_a_loadable_artifact(any_stack: Stack, alice: ApiClient,
                                                              tmp_path: Path) -> None:
-    job = alice.submit_ok(FAST_JOB)
+    # Zero-shot on two PIQA items rides along: the service path carries its scores into the metrics.
+    job = alice.submit_ok({**FAST_JOB, "evaluation": {**FAST_JOB["evaluation"], "zeroshot": ["piqa"],
+                                                      "zeroshot_limit": 2}})
     assert job["status"] == "queued"
     # The API read the model's config.json from the hub cache: the preflight estimate is there at once.
     assert job["estimate"]["params"] == 656_000 and job["estimate"]["chosen"] == "resident"
@@ -74,6 +76,9 @@ def test_job_succeeds_with_progress_and_a_loadable_artifact(any_stack: Stack, al
     assert row.status == "succeeded" and row.attempts == 1
     assert row.metrics == final["metrics"]
     assert row.metrics["service"]["attempt"] == 1
+    assert row.metrics["zeroshot_before"]["piqa"]["n"] == 2 and row.metrics["zeroshot_after"]["piqa"]["n"] == 2
+    assert row.metrics["zeroshot_protocol"]["limit"] == 2
+    assert row.metrics["weight_bytes_after"] < row.metrics["weight_bytes_before"]  # fp32 source, fp32 artifact
 
     artifacts = alice.artifacts(job["id"])
     names = {a["name"] for a in artifacts}
@@ -85,6 +90,8 @@ def test_job_succeeds_with_progress_and_a_loadable_artifact(any_stack: Stack, al
     from compression.export import load_compressed
 
     loaded = load_compressed(tmp_path / "artifact")  # also re-checks every sha256 in compression.json
+    card = (tmp_path / "artifact" / "README.md").read_text()
+    assert "base_model: raincandy-u/TinyStories-656K" in card and "| piqa acc_norm |" in card
     tokens = torch.arange(1, 33).unsqueeze(0)
     with torch.no_grad():
         logits = loaded.model(tokens).logits

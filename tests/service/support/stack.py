@@ -22,6 +22,10 @@ FAST_TIMING = {
 }
 
 
+OPERATOR_KEY = "stack-admin-key"
+OPERATOR = {"X-Admin-Key": OPERATOR_KEY}
+
+
 def base_env(home: Path, hf_home: Path, port: int) -> dict[str, str]:
     """The environment every process of one stack shares (offline hub cache, shared data)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPECTRA_") or k.startswith("SPECTRA_TEST_")}
@@ -29,6 +33,7 @@ def base_env(home: Path, hf_home: Path, port: int) -> dict[str, str]:
     env.update({
         "SPECTRA_HOME": str(home),
         "SPECTRA_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "SPECTRA_ADMIN_KEY": OPERATOR_KEY,  # /readyz details and /metrics (app/api/operator.py)
         "SPECTRA_DATA_DIR": str(SHARED / "data"),
         "HF_HOME": str(hf_home),
         "HF_HUB_OFFLINE": "1",
