@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from compression.specs.common import StrictModel
 from compression.specs.families import KNOWN_TARGETS
@@ -20,6 +20,14 @@ class TargetedOptions(StrictModel):
         description="Which linear projections of every decoder layer to factorize (default: all of them). "
         "Names are the model family's own; GET /v1/architectures lists them per family.",
     )
+
+    @field_validator("targets")
+    @classmethod
+    def _each_target_once(cls, targets: list[str] | None) -> list[str] | None:
+        repeated = sorted({t for t in targets or () if targets.count(t) > 1})
+        if repeated:
+            raise ValueError(f"targets names {', '.join(repeated)} more than once; list each projection once")
+        return targets
 
 
 class SVDOptions(TargetedOptions):
