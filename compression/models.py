@@ -195,24 +195,10 @@ def load_model(
     weight is read), move to device, eval mode."""
     from transformers import AutoModelForCausalLM
 
-    try:
-        local = resolve_local(ref, model_roots)
-    except OSError as exc:  # a name too long for the file system, a folder that cannot be read
-        raise ModelNotFound(f"model '{ref}' cannot be read from the model roots ({exc.strerror or 'error'})") from None
-    if local is not None and revision:
-        raise InvalidInput("revision applies to hub ids only; a local model folder has no revisions")
-    snapshot = local if local is not None else _hub_snapshot(ref, revision, cache_dir)
-    if local is None and max_download_bytes:
-        check_download_size(ref, snapshot.name, cache_dir, snapshot, max_download_bytes)
-    config = _read_config(snapshot, ref, check)
-    arch = arch_for(config.model_type)
+    located = locate_model(ref, revision, model_roots=model_roots, cache_dir=cache_dir, check=check,
+                           max_download_bytes=max_download_bytes)
+    config, arch, hub, where, snapshot = located.config, located.arch, located.hub, located.where, located.folder
     torch_dtype, dev = resolve_dtype(dtype), resolve_device(device)
-    commit = snapshot.name
-    where: Any = local if local is not None else ref
-    # Hub loads are pinned to the commit just resolved, so config and weights cannot come from two revisions.
-    hub = {} if local is not None else {"revision": commit, "cache_dir": cache_dir}
-    if local is not None:
-        require_safetensors(local, ref)
     try:
         # use_safetensors: pickled weights are never loaded (unpickling runs code), whatever the files say.
         model = AutoModelForCausalLM.from_pretrained(
@@ -229,13 +215,10 @@ def load_model(
         raise
     tokenizer = load_tokenizer(where, ref, hub)
     prepare_model(model, arch).to(dev).eval()
-    if local is not None:
-        source = {"kind": "local", "ref": ref}  # no server path: compression.json goes to the tenant
-    else:
-        source = {"kind": "hub", "ref": ref, "revision": revision, "commit": commit}
+    source = dict(located.source)  # no server path: compression.json goes to the tenant
     # What the checkpoint is stored as, so the artifact keeps it and the report can compare sizes.
     source.update(dtype=checkpoint_dtype(snapshot), weight_bytes=weight_bytes(snapshot),
-                  license=card_license(local) if local is not None else _hub_license(ref, commit, cache_dir))
+                  license=card_license(snapshot) if located.local else _hub_license(ref, snapshot.name, cache_dir))
     return LoadedModel(model=model, tokenizer=tokenizer, arch=arch, source=source)
 
 
