@@ -17,9 +17,10 @@ import json
 import time
 from abc import ABC, abstractmethod
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from compression.activations import InputStatistics
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from compression.methods.base import CompressionContext, MethodReport
 
 DENSE, COMPRESSED = "dense", "compressed"
+Options = TypeVar("Options", bound=BaseModel)
 
 
 def spec_digest(spec_json: dict[str, Any]) -> str:
@@ -96,25 +98,25 @@ class LayerStep:
         self.dense_pass_done = True
 
 
-class LayerwiseMethod(ABC):
+class LayerwiseMethod(ABC, Generic[Options]):
     """The per-layer interface a method implements once; resident and streamed execution both use it."""
 
     layerwise = True  # run() lets only such methods stream
     layer_work = "compressed"  # what a layer's progress message says was done to it
 
-    def streams(self, ctx: CompressionContext) -> dict[str, int | None]:
+    def streams(self, ctx: CompressionContext[Options]) -> dict[str, int | None]:
         """Which hidden-state streams the method reads, with how many windows (None: all)."""
         return {}
 
-    def begin(self, ctx: CompressionContext) -> None:
+    def begin(self, ctx: CompressionContext[Options]) -> None:
         """Plan before the first layer (shapes only: in streamed mode the weights are not loaded)."""
 
     @abstractmethod
-    def layer(self, ctx: CompressionContext, step: LayerStep) -> dict[str, Any]:
+    def layer(self, ctx: CompressionContext[Options], step: LayerStep) -> dict[str, Any]:
         """Compress step.layer in place; return this layer's JSON-able record (ranks, scores)."""
 
     @abstractmethod
-    def finish(self, ctx: CompressionContext, records: list[dict[str, Any]]) -> MethodReport:
+    def finish(self, ctx: CompressionContext[Options], records: list[dict[str, Any]]) -> MethodReport:
         """After the last layer: whole-model decisions (layer removal) and the report."""
 
 
@@ -122,7 +124,7 @@ def _stream(work: Any, name: str, index: int) -> HiddenStates:
     return HiddenStates(work.stream_folder(name, index) if work is not None else None)
 
 
-def run_layerwise(ctx: CompressionContext, method: LayerwiseMethod) -> MethodReport:
+def run_layerwise(ctx: CompressionContext[Options], method: LayerwiseMethod[Options]) -> MethodReport:
     """Drive `method` over every decoder layer of ctx.model, resuming from ctx.work if it has layers."""
     source = ctx.layers if ctx.layers is not None else ResidentLayers(ctx.model, ctx.arch, ctx.device)
     work = ctx.work

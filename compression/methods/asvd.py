@@ -46,25 +46,25 @@ def asvd_factors(
 
 
 @register
-class ActivationAwareSVD(Compressor, LayerwiseMethod):
+class ActivationAwareSVD(Compressor[ASVDOptions], LayerwiseMethod[ASVDOptions]):
     method = Method.ASVD
     layer_work = "activation-aware SVD"
 
-    def compress(self, ctx: CompressionContext) -> MethodReport:
+    def compress(self, ctx: CompressionContext[ASVDOptions]) -> MethodReport:
         return run_layerwise(ctx, self)
 
-    def streams(self, ctx: CompressionContext) -> dict[str, int | None]:
+    def streams(self, ctx: CompressionContext[ASVDOptions]) -> dict[str, int | None]:
         return {DENSE: None}
 
-    def begin(self, ctx: CompressionContext) -> None:
+    def begin(self, ctx: CompressionContext[ASVDOptions]) -> None:
         self.calibration = require_calibration(ctx, "asvd")
-        self.options: ASVDOptions = ctx.options  # type: ignore[assignment]
+        self.options = ctx.options
         plan = plan_targets(ctx, self.options.targets)
         self.rep = input_representatives(ctx.arch, plan)
         self.plan = by_layer(plan)
         self.counts: dict[str, int] = {}
 
-    def layer(self, ctx: CompressionContext, step: LayerStep) -> dict[str, Any]:
+    def layer(self, ctx: CompressionContext[ASVDOptions], step: LayerStep) -> dict[str, Any]:
         targets = self.plan.get(step.index, [])
         modules = {t.name: t.module for t in targets if self.rep[t.name] == t.name}
         stats = step.input_statistics(modules, self.options.scaling,
@@ -78,7 +78,7 @@ class ActivationAwareSVD(Compressor, LayerwiseMethod):
             ranks[target.name] = install(ctx, target, out_factor, in_factor)
         return {"ranks": ranks}
 
-    def finish(self, ctx: CompressionContext, records: list[dict[str, Any]]) -> MethodReport:
+    def finish(self, ctx: CompressionContext[ASVDOptions], records: list[dict[str, Any]]) -> MethodReport:
         return MethodReport(
             details={"ranks": {k: v for r in records for k, v in r["ranks"].items()}, "alpha": self.options.alpha,
                      "scaling": self.options.scaling, "calibration_windows": int(self.calibration.shape[0]),

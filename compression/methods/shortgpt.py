@@ -24,18 +24,18 @@ from compression.surgery import remove_layers
 
 
 @register
-class ShortGPT(Compressor, LayerwiseMethod):
+class ShortGPT(Compressor[ShortGPTOptions], LayerwiseMethod[ShortGPTOptions]):
     method = Method.SHORTGPT
     layer_work = "block influence"
 
-    def compress(self, ctx: CompressionContext) -> MethodReport:
+    def compress(self, ctx: CompressionContext[ShortGPTOptions]) -> MethodReport:
         return run_layerwise(ctx, self)
 
-    def streams(self, ctx: CompressionContext) -> dict[str, int | None]:
+    def streams(self, ctx: CompressionContext[ShortGPTOptions]) -> dict[str, int | None]:
         return {DENSE: None}
 
-    def begin(self, ctx: CompressionContext) -> None:
-        options: ShortGPTOptions = ctx.options  # type: ignore[assignment]
+    def begin(self, ctx: CompressionContext[ShortGPTOptions]) -> None:
+        options = ctx.options
         self.calibration = require_calibration(ctx, "shortgpt")
         layers = decoder_layers(ctx.model, ctx.arch)
         sizes = {sum(p.numel() for p in layer.parameters()) for layer in layers}
@@ -43,10 +43,10 @@ class ShortGPT(Compressor, LayerwiseMethod):
             raise InvalidInput("shortgpt needs decoder layers of equal size; this model's layers differ")
         self.n_remove = layers_to_remove(len(layers), ctx.target_ratio, options.num_layers, ctx.ratio_tolerance)
 
-    def layer(self, ctx: CompressionContext, step: LayerStep) -> dict[str, Any]:
+    def layer(self, ctx: CompressionContext[ShortGPTOptions], step: LayerStep) -> dict[str, Any]:
         return {"block_influence": step.block_influence()}
 
-    def finish(self, ctx: CompressionContext, records: list[dict[str, Any]]) -> MethodReport:
+    def finish(self, ctx: CompressionContext[ShortGPTOptions], records: list[dict[str, Any]]) -> MethodReport:
         scores = torch.tensor([r["block_influence"] for r in records], dtype=torch.float64)
         removed = sorted(scores.argsort()[: self.n_remove].tolist())
         remove_layers(ctx.model, ctx.arch, removed)

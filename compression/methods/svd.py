@@ -17,18 +17,18 @@ from compression.specs import Method, SVDOptions
 
 
 @register
-class PlainSVD(Compressor, LayerwiseMethod):
+class PlainSVD(Compressor[SVDOptions], LayerwiseMethod[SVDOptions]):
     method = Method.SVD
     layer_work = "truncated SVD"
 
-    def compress(self, ctx: CompressionContext) -> MethodReport:
+    def compress(self, ctx: CompressionContext[SVDOptions]) -> MethodReport:
         return run_layerwise(ctx, self)
 
-    def begin(self, ctx: CompressionContext) -> None:
-        options: SVDOptions = ctx.options  # type: ignore[assignment]
+    def begin(self, ctx: CompressionContext[SVDOptions]) -> None:
+        options = ctx.options
         self.plan = by_layer(plan_targets(ctx, options.targets))
 
-    def layer(self, ctx: CompressionContext, step: LayerStep) -> dict[str, Any]:
+    def layer(self, ctx: CompressionContext[SVDOptions], step: LayerStep) -> dict[str, Any]:
         ranks: dict[str, int] = {}
         for target in self.plan.get(step.index, []):
             u, s, vh = svd(weight_f32(target, ctx.device))
@@ -36,5 +36,5 @@ class PlainSVD(Compressor, LayerwiseMethod):
             ranks[target.name] = install(ctx, target, out_factor, in_factor)
         return {"ranks": ranks}
 
-    def finish(self, ctx: CompressionContext, records: list[dict[str, Any]]) -> MethodReport:
+    def finish(self, ctx: CompressionContext[SVDOptions], records: list[dict[str, Any]]) -> MethodReport:
         return MethodReport(details={"ranks": {k: v for r in records for k, v in r["ranks"].items()}})

@@ -50,26 +50,26 @@ def refit_out_factor(weight: torch.Tensor, in_factor: torch.Tensor, gram: torch.
 
 
 @register
-class SVDLLM(Compressor, LayerwiseMethod):
+class SVDLLM(Compressor[SVDLLMOptions], LayerwiseMethod[SVDLLMOptions]):
     method = Method.SVD_LLM
     layer_work = "whitened SVD"
 
-    def compress(self, ctx: CompressionContext) -> MethodReport:
+    def compress(self, ctx: CompressionContext[SVDLLMOptions]) -> MethodReport:
         return run_layerwise(ctx, self)
 
-    def streams(self, ctx: CompressionContext) -> dict[str, int | None]:
-        options: SVDLLMOptions = ctx.options  # type: ignore[assignment]
+    def streams(self, ctx: CompressionContext[SVDLLMOptions]) -> dict[str, int | None]:
+        options = ctx.options
         return {DENSE: None, COMPRESSED: options.update_samples} if options.update else {DENSE: None}
 
-    def begin(self, ctx: CompressionContext) -> None:
-        self.options: SVDLLMOptions = ctx.options  # type: ignore[assignment]
+    def begin(self, ctx: CompressionContext[SVDLLMOptions]) -> None:
+        self.options = ctx.options
         self.calibration = require_calibration(ctx, "svd_llm")
         plan = plan_targets(ctx, self.options.targets)
         self.rep = input_representatives(ctx.arch, plan)
         self.plan = by_layer(plan)
         self.counts: dict[str, int] = {}
 
-    def layer(self, ctx: CompressionContext, step: LayerStep) -> dict[str, Any]:
+    def layer(self, ctx: CompressionContext[SVDLLMOptions], step: LayerStep) -> dict[str, Any]:
         targets = self.plan.get(step.index, [])
         firsts = {t.name: t.module for t in targets if self.rep[t.name] == t.name}
         experts = ctx.arch.experts  # an expert may see no calibration token at all
@@ -91,7 +91,7 @@ class SVDLLM(Compressor, LayerwiseMethod):
             ranks[target.name] = install(ctx, target, out_factor, in_factor)
         return {"ranks": ranks}
 
-    def finish(self, ctx: CompressionContext, records: list[dict[str, Any]]) -> MethodReport:
+    def finish(self, ctx: CompressionContext[SVDLLMOptions], records: list[dict[str, Any]]) -> MethodReport:
         details: dict[str, Any] = {"ranks": {k: v for r in records for k, v in r["ranks"].items()},
                                    "update": self.options.update,
                                    "calibration_windows": int(self.calibration.shape[0]),
